@@ -1,0 +1,61 @@
+"""Errors of the rules layer.
+
+Problems are collected as :class:`Diagnostic` values while a rule is parsed or validated, and
+turned into one exception at the boundary, so a user sees every problem at once, each with the
+JSON path of the node it concerns (``$.and[1].==[0].var``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+ROOT = "$"
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+def child_path(path: str, step: str | int) -> str:
+    """The path of a node below ``path``: ``$.and`` for an operator, ``$.and[1]`` for an index."""
+    return f"{path}[{step}]" if isinstance(step, int) else f"{path}.{step}"
+
+
+class RuleError(ValueError):
+    """A rule that cannot be compiled. ``diagnostics`` lists every problem found."""
+
+    def __init__(self, diagnostics: Iterable[Diagnostic]) -> None:
+        self.diagnostics = tuple(diagnostics)
+        if not self.diagnostics:
+            raise ValueError("RuleError needs at least one diagnostic")
+        super().__init__("; ".join(str(d) for d in self.diagnostics))
+
+    @classmethod
+    def at(cls, path: str, message: str) -> RuleError:
+        return cls([Diagnostic(path, message)])
+
+    @property
+    def path(self) -> str:
+        return self.diagnostics[0].path
+
+    @property
+    def message(self) -> str:
+        return self.diagnostics[0].message
+
+    @property
+    def messages(self) -> dict[str, str]:
+        """The diagnostics keyed by JSON path, the shape of Marshmallow's ``ValidationError``."""
+        merged: dict[str, str] = {}
+        for diagnostic in self.diagnostics:
+            merged[diagnostic.path] = (
+                f"{merged[diagnostic.path]}; {diagnostic.message}"
+                if diagnostic.path in merged
+                else diagnostic.message
+            )
+        return merged

@@ -1,0 +1,250 @@
+"""The relational schema, as SQLAlchemy 2 typed models.
+
+Conventions:
+
+* Every instant is a double-precision number of seconds since the epoch, with the meaning the contact
+  evaluation view gives it, so a rule's bound ``now`` compares with stored columns directly.
+* ``tags`` and ``channels`` are lists of strings: ``text[]`` with a GIN index on PostgreSQL, JSON text
+  on SQLite (see :class:`StringList`).
+* The migrations in ``migrations/versions`` create this schema; ``Base.metadata`` is only the ORM's
+  view of it (and what the tests compare the migrated database with).
+"""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Dialect,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+MAX_SEGMENTS_PER_WORKSPACE = 500
+"""The per-workspace segment limit, enforced by a CHECK on ``workspaces.segment_count``."""
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class StringList(TypeDecorator[list[str]]):
+    """A list of strings: ``text[]`` on PostgreSQL, a JSON array (text) elsewhere.
+
+    ``None`` is stored as an empty list, so the column never holds SQL NULL.
+    """
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.ARRAY(Text()))
+        return dialect.type_descriptor(JSON())
+
+    def process_bind_param(self, value: list[str] | None, dialect: Dialect) -> list[str]:
+        return list(value or ())
+
+    def process_result_value(self, value: list[str] | None, dialect: Dialect) -> list[str]:
+        return list(value or ())
+
+
+JSONDocument = JSON().with_variant(postgresql.JSONB(), "postgresql")
+"""A JSON object that SQL may look into: JSONB on PostgreSQL."""
+
+AutoIncrementBigInteger = BigInteger().with_variant(Integer(), "sqlite")
+"""BIGINT, except on SQLite, where only ``INTEGER PRIMARY KEY`` autoincrements."""
+
+
+def postgresql_only(index: Index) -> Index:
+    """Mark ``index`` as PostgreSQL's alone (for DDL and for migration autogenerate)."""
+    index.info["dialect"] = "postgresql"
+    return index.ddl_if(dialect="postgresql")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class EventKind(StrEnum):
+    ENTERED = "entered"
+    EXITED = "exited"
+    BUILT = "built"
+
+
+class EventCause(StrEnum):
+    CONTACT_CHANGED = "contact_changed"
+    CONTACT_DELETED = "contact_deleted"
+    RULE_EDITED = "rule_edited"
+    TIME_PASSED = "time_passed"
+    BUILT = "built"
+    SWEEP = "sweep"
+
+
+def segment_name_key(name: str) -> str:
+    """The form two segment names are compared in: trimmed and case-folded."""
+    return name.strip().casefold()
+
+
+class Workspace(Base):
+    __tablename__ = "workspaces"
+    __table_args__ = (
+        CheckConstraint(
+            f"segment_count BETWEEN 0 AND {MAX_SEGMENTS_PER_WORKSPACE}", name="segment_count_range"
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    timezone: Mapped[str] = mapped_column(Text, default="UTC", server_default="UTC")
+    segment_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    last_tick_at: Mapped[float | None] = mapped_column(Double)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class Contact(Base):
+    """The plugin's snapshot of a host contact: one typed column per field of the evaluation view."""
+
+    __tablename__ = "contacts"
+    __table_args__ = (
+        Index("ix_contacts_workspace_id_created_at", "workspace_id", "created_at"),
+        Index(
+            "ix_contacts_workspace_id_last_incoming_message_at",
+            "workspace_id",
+            "last_incoming_message_at",
+        ),
+        Index(
+            "ix_contacts_workspace_id_last_outgoing_message_at",
+            "workspace_id",
+            "last_outgoing_message_at",
+        ),
+        postgresql_only(Index("ix_contacts_tags", "tags", postgresql_using="gin")),
+    )
+
+    workspace_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+    first_name: Mapped[str | None] = mapped_column(Text)
+    last_name: Mapped[str | None] = mapped_column(Text)
+    email: Mapped[str | None] = mapped_column(Text)
+    phone: Mapped[str | None] = mapped_column(Text)
+    country: Mapped[str | None] = mapped_column(Text)
+    language: Mapped[str | None] = mapped_column(Text)
+    lifecycle: Mapped[str | None] = mapped_column(Text)
+    assignee: Mapped[str | None] = mapped_column(Text)
+    conversation_status: Mapped[str | None] = mapped_column(Text)
+    last_interacted_channel: Mapped[str | None] = mapped_column(Text)
+    channels: Mapped[list[str]] = mapped_column(StringList, default=list)
+    tags: Mapped[list[str]] = mapped_column(StringList, default=list)
+    created_at: Mapped[float | None] = mapped_column(Double)
+    last_incoming_message_at: Mapped[float | None] = mapped_column(Double)
+    last_outgoing_message_at: Mapped[float | None] = mapped_column(Double)
+    custom_fields: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
+
+    updated_at: Mapped[float] = mapped_column(Double)
+    """When this snapshot was stored (not a field of the view)."""
+
+
+class Segment(Base):
+    __tablename__ = "segments"
+    __table_args__ = (
+        # The name rule, enforced by the database so concurrent creators cannot break it.
+        UniqueConstraint("workspace_id", "name_key"),
+        {"sqlite_autoincrement": True},  # never reuse a deleted segment's id
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(Text, ForeignKey("workspaces.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(Text)
+    name_key: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="", server_default=text("''"))
+    rule: Mapped[dict[str, Any]] = mapped_column(JSON)
+    conditions: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    is_default: Mapped[bool] = mapped_column(default=False, server_default=false())
+    default_key: Mapped[str | None] = mapped_column(Text)
+    rule_version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+
+    @validates("name")
+    def _keep_name_key(self, _key: str, name: str) -> str:
+        self.name_key = segment_name_key(name)
+        return name
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+    __table_args__ = (Index("ix_memberships_workspace_id_contact_id", "workspace_id", "contact_id"),)
+
+    segment_id: Mapped[int] = mapped_column(
+        ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True
+    )
+    contact_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(Text)
+    since: Mapped[float] = mapped_column(Double)
+
+
+class MembershipEvent(Base):
+    """The outbox: written in the membership's transaction, delivered to the host at least once."""
+
+    __tablename__ = "membership_events"
+    __table_args__ = (
+        CheckConstraint("kind IN ('entered', 'exited', 'built')", name="kind"),
+        CheckConstraint("(kind = 'built') = (contact_id IS NULL)", name="contact_unless_built"),
+        Index(
+            "ix_membership_events_undelivered",
+            "seq",
+            postgresql_where=text("delivered_at IS NULL"),
+            sqlite_where=text("delivered_at IS NULL"),
+        ),
+        Index("ix_membership_events_workspace_id_seq", "workspace_id", "seq"),
+        {"sqlite_autoincrement": True},  # seq only grows, even after delivered events are purged
+    )
+
+    seq: Mapped[int] = mapped_column(AutoIncrementBigInteger, primary_key=True)
+    event_id: Mapped[str] = mapped_column(Text, unique=True, default=lambda: str(uuid.uuid4()))
+    workspace_id: Mapped[str] = mapped_column(Text)
+    segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"))
+    contact_id: Mapped[str | None] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text)
+    cause: Mapped[str] = mapped_column(Text)
+    rule_version: Mapped[int] = mapped_column(Integer)
+    occurred_at: Mapped[float] = mapped_column(Double)
+    member_count: Mapped[int | None] = mapped_column(Integer)
+    delivered_at: Mapped[float | None] = mapped_column(Double)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+
+
+class DefaultRegistryEntry(Base):
+    """Records that a default segment was seeded, so it is never seeded twice."""
+
+    __tablename__ = "default_registry"
+
+    workspace_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    default_key: Mapped[str] = mapped_column(Text, primary_key=True)
+    registry_version: Mapped[int] = mapped_column(Integer)
+    segment_id: Mapped[int | None] = mapped_column(ForeignKey("segments.id", ondelete="SET NULL"))
