@@ -20,6 +20,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     CheckConstraint,
+    ColumnElement,
     Dialect,
     Double,
     ForeignKey,
@@ -167,6 +168,34 @@ class Contact(Base):
     """When this snapshot was stored (not a field of the view)."""
 
 
+CONTACT_VIEW_FIELDS: tuple[str, ...] = (
+    "id",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "country",
+    "language",
+    "lifecycle",
+    "assignee",
+    "conversation_status",
+    "last_interacted_channel",
+    "channels",
+    "tags",
+    "created_at",
+    "last_incoming_message_at",
+    "last_outgoing_message_at",
+    "custom_fields",
+)
+"""The fields of the contact evaluation view (``now`` aside), each a column of ``contacts``."""
+
+
+def contact_view_columns() -> dict[str, ColumnElement[Any]]:
+    """Each evaluation view field's column: what the SQL rule compiler reads for a variable."""
+    columns = Contact.__table__.c
+    return {name: columns[name] for name in CONTACT_VIEW_FIELDS}
+
+
 class Segment(Base):
     __tablename__ = "segments"
     __table_args__ = (
@@ -198,9 +227,7 @@ class Membership(Base):
     __tablename__ = "memberships"
     __table_args__ = (Index("ix_memberships_workspace_id_contact_id", "workspace_id", "contact_id"),)
 
-    segment_id: Mapped[int] = mapped_column(
-        ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True
-    )
+    segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True)
     contact_id: Mapped[str] = mapped_column(Text, primary_key=True)
     workspace_id: Mapped[str] = mapped_column(Text)
     since: Mapped[float] = mapped_column(Double)

@@ -34,6 +34,8 @@ STRINGS = [
 
 #: Object keys of the data, also the segments of variable paths.
 KEYS = ["a", "b", "x", "name", "qty", "tags", "items", "0", "1"]
+#: Keys of the records in ``items``, read by the array operators.
+RECORD_KEYS = ["qty", "a", "name"]
 #: Path segments that only arrays and strings answer, and ones a Python port may read wrongly.
 ODD_SEGMENTS = ["length", "2", "-1", "01", " 1", "1e0", "\u0661", "\u00b2", ""]
 
@@ -61,15 +63,20 @@ def json_values(max_leaves: int = 8) -> SearchStrategy[Any]:
 
 
 def data_objects() -> SearchStrategy[Any]:
-    """The data a rule reads: mostly objects keyed like our variables, sometimes any JSON value."""
-    record = st.dictionaries(st.sampled_from(["qty", "a", "name"]), scalars, max_size=3)
-    field = st.one_of(
-        scalars,
-        st.lists(scalars, max_size=4),
-        st.lists(record, max_size=3),
-        json_values(),
+    """The data a rule reads: mostly objects keyed like our variables, sometimes any JSON value.
+
+    ``tags`` tends to hold a list of scalars and ``items`` a list of records, for the array operators.
+    """
+    record = st.fixed_dictionaries({}, optional=dict.fromkeys(RECORD_KEYS, scalars))
+    field = st.one_of(scalars, st.lists(scalars, max_size=4), json_values())
+    objects = st.fixed_dictionaries(
+        {},
+        optional={
+            **dict.fromkeys(KEYS, field),
+            "tags": st.one_of(st.lists(scalars, max_size=4), field),
+            "items": st.one_of(st.lists(record, max_size=4), field),
+        },
     )
-    objects = st.dictionaries(st.sampled_from(KEYS), field, max_size=6)
     return st.one_of(objects, objects, objects, json_values())  # an object three times in four
 
 
@@ -91,10 +98,12 @@ def _dotted(segments: SearchStrategy[str]) -> SearchStrategy[str]:
 @cache
 def paths(scope: Scope) -> SearchStrategy[Any]:
     """Arguments of ``var`` and keys of ``missing``: dotted strings, indexes, and the whole-data forms."""
-    segment = st.sampled_from(KEYS) | st.sampled_from(ODD_SEGMENTS)
-    common = st.one_of(_dotted(st.sampled_from(KEYS)), _dotted(segment), st.sampled_from([0, 1, -1, 1.5]))
+    key = st.sampled_from(KEYS)
+    segment = key | st.sampled_from(ODD_SEGMENTS)
+    common = st.one_of(key, key, _dotted(key), _dotted(segment), st.sampled_from([0, 1, -1, 1.5]))
     if scope is Scope.ELEMENT:
-        return st.one_of(st.just(""), st.sampled_from(["", None, "qty", "a", "0", "length"]), common)
+        element = st.sampled_from(["", None, "0", "length", *RECORD_KEYS])
+        return st.one_of(st.just(""), element, element, common)
     if scope is Scope.REDUCE:
         pair = st.sampled_from(["current", "accumulator"])
         return st.one_of(pair, st.tuples(pair, _dotted(segment)).map(".".join), st.just(""), common)
@@ -129,13 +138,29 @@ def rules(depth: int = 3, scope: Scope = Scope.DATA) -> SearchStrategy[Any]:
     """A rule: half the time a literal or a variable, otherwise an operation of at most ``depth`` levels."""
     if depth <= 0:
         return leaves(scope)
-    return st.one_of(leaves(scope), operations(depth, scope))
+    # deferred: keeps the strategy's repr short (Hypothesis would spell out the whole tree).
+    return st.deferred(lambda: st.one_of(leaves(scope), operations(depth, scope)))
 
 
 @cache
 def leaves(scope: Scope) -> SearchStrategy[Any]:
     variable = variables(0, scope)
-    return st.one_of(scalars, variable, variable, st.lists(scalars, max_size=3))
+    return st.one_of(scalars, variable, variable, variable, st.lists(scalars, max_size=3))
+
+
+@cache
+def conditions(scope: Scope) -> SearchStrategy[dict[str, Any]]:
+    """What segment rules mostly say: a variable compared with a value, in a range, or tested."""
+    variable = variables(0, scope)
+    value = st.one_of(scalars, variable)
+    comparison = st.sampled_from(["==", "===", "!=", "!==", ">", ">=", "<", "<="])
+    operands = st.one_of(_fixed(variable, value), _fixed(value, variable))
+    return st.one_of(
+        st.tuples(comparison, operands).map(lambda c: {c[0]: c[1]}),
+        *(_call(op, _fixed(value, variable, value)) for op in ["<", "<="]),
+        _call("in", _fixed(value, st.one_of(variable, _n(scalars, 0, 4)))),
+        *(_call(op, _fixed(variable)) for op in ["!", "!!"]),
+    )
 
 
 @cache
@@ -160,7 +185,10 @@ def variables(depth: int, scope: Scope) -> SearchStrategy[dict[str, Any]]:
 @cache
 def arrays(depth: int, scope: Scope) -> SearchStrategy[Any]:
     """The first argument of the array operators: usually an array, not always."""
+    listed = _call("var", _fixed(st.sampled_from(["tags", "items"] if scope is Scope.DATA else ["", "tags"])))
     return st.one_of(
+        listed,
+        listed,
         _call("var", _fixed(paths(scope))),
         st.lists(scalars, max_size=4),  # an object in a rule is an operation: objects come from the data
         _call("merge", _n(rules(depth, scope), 0, 3)),
@@ -187,6 +215,9 @@ def operations(depth: int = 3, scope: Scope = Scope.DATA) -> SearchStrategy[dict
 
     return st.one_of(
         variables(depth, scope),
+        conditions(scope),
+        conditions(scope),
+        *(_call(op, _n(conditions(scope) | child, 1, 4)) for op in ["and", "or"]),
         _call("missing", st.one_of(_n(keys, 0, 3), key_lists.map(lambda k: [k]), _fixed(key_lists, keys))),
         _call("missing_some", _fixed(st.one_of(st.integers(0, 3), child), key_lists)),
         call("if", 0, 5),

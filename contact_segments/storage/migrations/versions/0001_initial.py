@@ -31,9 +31,7 @@ def upgrade() -> None:
         sa.Column("segment_count", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("last_tick_at", sa.Double(), nullable=True),
         sa.Column("created_at", sa.Double(), nullable=False),
-        sa.CheckConstraint(
-            "segment_count BETWEEN 0 AND 500", name=op.f("ck_workspaces_segment_count_range")
-        ),
+        sa.CheckConstraint("segment_count BETWEEN 0 AND 500", name=op.f("ck_workspaces_segment_count_range")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_workspaces")),
     )
 
