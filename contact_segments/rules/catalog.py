@@ -149,9 +149,7 @@ RESERVED_CUSTOM_KEYS = frozenset(
 def is_custom_key(key: str) -> bool:
     """Whether ``key`` may name a custom field: ``[A-Za-z0-9_]{1,64}``, not reserved."""
     return (
-        CUSTOM_KEY.fullmatch(key) is not None
-        and not key.startswith("__")
-        and key not in RESERVED_CUSTOM_KEYS
+        CUSTOM_KEY.fullmatch(key) is not None and not key.startswith("__") and key not in RESERVED_CUSTOM_KEYS
     )
 
 

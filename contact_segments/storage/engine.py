@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -58,10 +60,10 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute("PRAGMA journal_mode=WAL")  # a no-op answer ("memory") for :memory:
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            _enable_wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")  # durable enough with WAL, much faster
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         finally:
             cursor.close()
 
@@ -72,3 +74,21 @@ def _configure_sqlite(engine: Engine) -> None:
         # queues on busy_timeout. This serialises transactions, readers' included: fine for the
         # embedded default; PostgreSQL is the answer to concurrency.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _enable_wal(cursor: sqlite3.Cursor) -> None:
+    """Put the database in WAL mode (it stays so; for ``:memory:`` this is a no-op).
+
+    On a new file, connections opened together may find another one mid-transaction; SQLite then
+    refuses the switch at once instead of waiting (waiting could deadlock), so retry a while.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            busy = error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY  # any extended BUSY code
+            if not busy or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)

@@ -22,6 +22,8 @@ MAX_INTEGER = 2**48
 
 # ----------------------------------------------------------------------------- values
 
+#: The values most rules and data share, so that comparisons sometimes succeed.
+COMMON: list[Any] = [None, True, False, 0, 1, 2, -1, 0.5, "", "a", "abc", "0", "1", " 2 ", "1e3"]
 NUMBERS: list[int | float] = [
     0, 1, 2, 3, -1, -2, 7, 10, 100, 0.5, -1.5, 2.5, 0.1, -0.0, 1e-7, 1e21, 1e16, 123.456,
 ]  # fmt: skip
@@ -45,8 +47,9 @@ numbers: SearchStrategy[int | float] = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
 )
 strings: SearchStrategy[str] = st.one_of(st.sampled_from(STRINGS), st.sampled_from(KEYS), st.text(max_size=4))
+common = st.sampled_from(COMMON)
 scalars: SearchStrategy[Any] = st.one_of(
-    st.none(), st.booleans(), st.sampled_from(NUMBERS), numbers, st.sampled_from(STRINGS), strings
+    common, common, common, st.sampled_from(NUMBERS), numbers, st.sampled_from(STRINGS), strings
 )
 
 
@@ -68,16 +71,18 @@ def data_objects() -> SearchStrategy[Any]:
     ``tags`` tends to hold a list of scalars and ``items`` a list of records, for the array operators.
     """
     record = st.fixed_dictionaries({}, optional=dict.fromkeys(RECORD_KEYS, scalars))
-    field = st.one_of(scalars, st.lists(scalars, max_size=4), json_values())
-    objects = st.fixed_dictionaries(
-        {},
-        optional={
-            **dict.fromkeys(KEYS, field),
-            "tags": st.one_of(st.lists(scalars, max_size=4), field),
-            "items": st.one_of(st.lists(record, max_size=4), field),
-        },
+    field = st.one_of(scalars, scalars, st.lists(scalars, max_size=4), json_values())
+    fields = {
+        **dict.fromkeys(KEYS, field),
+        "tags": st.one_of(st.lists(scalars, max_size=4), field),
+        "items": st.one_of(st.lists(record, max_size=4), field),
+    }
+    sparse = st.fixed_dictionaries({}, optional=fields)
+    usual = ["a", "name", "qty", "tags", "items"]
+    dense = st.fixed_dictionaries(
+        {key: fields[key] for key in usual}, optional={key: fields[key] for key in fields if key not in usual}
     )
-    return st.one_of(objects, objects, objects, json_values())  # an object three times in four
+    return st.one_of(sparse, dense, dense, json_values())  # an object three times in four
 
 
 # ----------------------------------------------------------------------------- variable paths
@@ -107,7 +112,7 @@ def paths(scope: Scope) -> SearchStrategy[Any]:
     if scope is Scope.REDUCE:
         pair = st.sampled_from(["current", "accumulator"])
         return st.one_of(pair, st.tuples(pair, _dotted(segment)).map(".".join), st.just(""), common)
-    return st.one_of(common, st.sampled_from(["", None]))
+    return st.one_of(common, common, common, common, st.sampled_from(["", None]))
 
 
 # ----------------------------------------------------------------------------- rules
@@ -167,11 +172,8 @@ def conditions(scope: Scope) -> SearchStrategy[dict[str, Any]]:
 def variables(depth: int, scope: Scope) -> SearchStrategy[dict[str, Any]]:
     """``var`` in all its forms: a path, with a default, no argument, or a computed path."""
     default = rules(depth - 1, scope) if depth > 0 else scalars
-    forms = [
-        _call("var", _fixed(paths(scope))),
-        _call("var", _fixed(paths(scope), default)),
-        st.just({"var": []}),
-    ]
+    path = _call("var", _fixed(paths(scope)))
+    forms = [path, path, path, _call("var", _fixed(paths(scope), default)), st.just({"var": []})]
     if depth > 0:
         computed = st.one_of(
             _call("cat", _n(st.sampled_from(KEYS + [".", "length"]), 1, 3)),

@@ -1,0 +1,124 @@
+"""The contact snapshot a host sends, and its validation.
+
+A snapshot is a JSON object: ``id``, ``version`` (a number that grows with every change in the
+host), the catalog's string fields, ``tags``, ``channels``, the three timestamps as ISO-8601
+strings with a zone offset (or null), and ``custom_fields``.  Loading it gives the row the
+storage layer keeps: the contact's evaluation view (timestamps as epoch seconds) plus its version.
+
+Everything a database or a JavaScript evaluator could not hold faithfully is refused here, with
+the field named: NUL characters (PostgreSQL text cannot store them), numbers outside ±2**53 or
+not finite, over-long strings and lists, custom field keys outside the catalog's pattern.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
+
+from ..rules.catalog import CUSTOM_KEY, STRING_FIELDS, STRING_LIST_FIELDS, TIMESTAMP_FIELDS
+from .errors import InvalidInput
+
+MAX_TEXT = 1_000
+MAX_LIST = 1_000
+MAX_CUSTOM_FIELDS = 200
+SAFE_INTEGER = 2**53 - 1
+
+
+def _no_nul(value: str) -> None:
+    if "\x00" in value:
+        raise ValidationError("must not contain NUL characters")
+
+
+class Text(fields.String):
+    """A string of at most ``MAX_TEXT`` characters, without NUL."""
+
+    def __init__(self, *, max_length: int = MAX_TEXT, min_length: int | None = None, **kwargs: Any) -> None:
+        super().__init__(validate=[validate.Length(min=min_length, max=max_length), _no_nul], **kwargs)
+
+
+class Timestamp(fields.Field):
+    """An ISO-8601 instant with a zone offset, loaded as epoch seconds."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
+        if not isinstance(value, str) or len(value) > 64:
+            raise ValidationError("must be an ISO-8601 timestamp string, e.g. 2026-01-31T09:30:00+08:00")
+        try:
+            instant = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValidationError(f"{value!r} is not an ISO-8601 timestamp") from None
+        if instant.tzinfo is None:
+            raise ValidationError(f"{value!r} has no zone offset (add Z or +HH:MM)")
+        return instant.timestamp()
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
+        return value
+
+
+class Scalar(fields.Field):
+    """A custom field value: a string, a finite number within ±2**53, a boolean, or null."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if value is None or isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            Text()._validate(value)
+            return value
+        if isinstance(value, int):
+            if abs(value) > SAFE_INTEGER:
+                raise ValidationError("integers must lie within ±2**53 (what JavaScript can hold)")
+            return value
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise ValidationError("must be a finite number")
+            return value
+        raise ValidationError("must be a string, a number, a boolean or null")
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
+        return value
+
+
+_FIELDS: dict[str, fields.Field] = {
+    "id": Text(required=True, min_length=1, max_length=255),
+    "version": fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=SAFE_INTEGER)),
+    **{name: Text(allow_none=True, load_default=None) for name in STRING_FIELDS},
+    **{
+        name: fields.List(Text(), load_default=list, validate=validate.Length(max=MAX_LIST))
+        for name in STRING_LIST_FIELDS
+    },
+    **{name: Timestamp(allow_none=True, load_default=None) for name in TIMESTAMP_FIELDS},
+    "custom_fields": fields.Dict(
+        keys=fields.String(validate=validate.Regexp(rf"{CUSTOM_KEY.pattern}\Z", error="must match [A-Za-z0-9_]{{1,64}}")),
+        values=Scalar(allow_none=True),
+        load_default=dict,
+        validate=validate.Length(max=MAX_CUSTOM_FIELDS),
+    ),
+}
+
+
+class ContactSnapshotSchema(Schema.from_dict(_FIELDS)):  # type: ignore[misc]
+    """A host's contact snapshot; loads to the stored row (evaluation view plus ``version``)."""
+
+    class Meta:
+        unknown = RAISE
+
+    @post_load
+    def _dedupe_lists(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        for name in STRING_LIST_FIELDS:
+            data[name] = list(dict.fromkeys(data[name]))  # tags are a set, kept in the host's order
+        return data
+
+
+_SCHEMA = ContactSnapshotSchema()
+
+
+def load_snapshot(document: Any) -> dict[str, Any]:
+    """Validate one snapshot; raise :class:`InvalidInput` naming every bad field."""
+    if not isinstance(document, dict):
+        raise InvalidInput("a contact snapshot must be a JSON object")
+    try:
+        return _SCHEMA.load(document)
+    except ValidationError as error:
+        raise InvalidInput(f"invalid contact snapshot {document.get('id')!r}", error.messages_dict) from None

@@ -1,0 +1,571 @@
+"""contact_segments.storage on SQLite and PostgreSQL: schema, upserts, limits, cascades, the outbox."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from alembic import command
+from sqlalchemy import Engine, func, inspect, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from contact_segments.storage import (
+    CONTACT_VIEW_FIELDS,
+    MAX_SEGMENTS_PER_WORKSPACE,
+    Contact,
+    DefaultRegistryEntry,
+    EventCause,
+    EventKind,
+    Membership,
+    MembershipEvent,
+    NewEvent,
+    Segment,
+    Workspace,
+    add_memberships,
+    alembic_config,
+    append_events,
+    claim_defaults,
+    claim_segment_slot,
+    contact_versions,
+    current_revision,
+    database_url_from_env,
+    delete_contacts,
+    downgrade,
+    ensure_workspace,
+    fetch_undelivered_events,
+    head_revision,
+    is_duplicate_segment_name,
+    iter_member_ids,
+    link_default_segment,
+    list_events,
+    load_contact_views,
+    make_engine,
+    make_session_factory,
+    mark_events_delivered,
+    member_counts,
+    memberships_of,
+    migrate,
+    normalize_url,
+    open_tick_window,
+    record_failed_delivery,
+    release_segment_slot,
+    remove_memberships,
+    seeded_defaults,
+    segment_name_taken,
+    upsert_contacts,
+)
+
+NOW = 1_750_000_000.0
+WS = "ws-1"
+TABLES = {"workspaces", "contacts", "segments", "memberships", "membership_events", "default_registry"}
+RULE = {"!!": [{"var": "country"}]}
+
+
+class LimitReached(Exception):
+    pass
+
+
+@pytest.fixture
+def session(session_factory: sessionmaker[Session]) -> Session:
+    with session_factory() as session:
+        ensure_workspace(session, WS, name="Workspace one", now=NOW)
+        session.commit()
+        yield session
+
+
+def create_segment(session: Session, name: str, *, workspace_id: str = WS) -> Segment:
+    """What the service does: take a slot, then insert (both in the caller's transaction)."""
+    if claim_segment_slot(session, workspace_id) is None:
+        raise LimitReached(workspace_id)
+    segment = Segment(workspace_id=workspace_id, name=name, rule=RULE, created_at=NOW, updated_at=NOW)
+    session.add(segment)
+    session.flush()
+    return segment
+
+
+def entered(segment_id: int, contact_id: str, **overrides: Any) -> NewEvent:
+    event: NewEvent = {
+        "workspace_id": WS,
+        "segment_id": segment_id,
+        "contact_id": contact_id,
+        "kind": EventKind.ENTERED,
+        "cause": EventCause.CONTACT_CHANGED,
+        "rule_version": 1,
+        "occurred_at": NOW,
+    }
+    return event | overrides  # type: ignore[return-value]
+
+
+def run_concurrently(count: int, work: Callable[[int], object]) -> list[object]:
+    """Run ``work(i)`` in ``count`` threads released together; return each result or exception."""
+    barrier = threading.Barrier(count)
+    results: list[object] = [None] * count
+
+    def run(index: int) -> None:
+        barrier.wait()
+        try:
+            results[index] = work(index)
+        except Exception as error:  # noqa: BLE001 - the caller inspects it
+            results[index] = error
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+# --- engine and migrations --------------------------------------------------------------------
+
+
+def test_database_url_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SEGMENTS_DATABASE_URL", raising=False)
+    assert database_url_from_env() == "sqlite:///segments.db"
+    monkeypatch.setenv("SEGMENTS_DATABASE_URL", "postgresql://u@h/db")
+    assert database_url_from_env() == "postgresql://u@h/db"
+
+
+@pytest.mark.parametrize("url", ["postgresql://u@h/db", "postgres://u@h/db", "postgresql+psycopg://u@h/db"])
+def test_postgresql_urls_use_psycopg_3(url: str) -> None:
+    assert normalize_url(url).drivername == "postgresql+psycopg"
+
+
+def test_sqlite_connections_are_configured(tmp_path: Any) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with engine.connect() as connection:
+        pragma = connection.exec_driver_sql
+        assert pragma("PRAGMA journal_mode").scalar() == "wal"
+        assert pragma("PRAGMA foreign_keys").scalar() == 1
+        assert pragma("PRAGMA busy_timeout").scalar() >= 5000
+    engine.dispose()
+
+
+def test_migrations_upgrade_downgrade_and_upgrade_again(blank_db_url: str) -> None:
+    engine = make_engine(blank_db_url)
+    assert current_revision(engine) is None
+
+    migrate(blank_db_url)  # a URL works as well as an engine
+    assert current_revision(engine) == head_revision()
+    assert set(inspect(engine).get_table_names()) >= TABLES
+
+    downgrade(engine)
+    assert current_revision(engine) is None
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+
+    migrate(engine)
+    migrate(engine)  # already at head: a no-op
+    assert current_revision(engine) == head_revision()
+    assert set(inspect(engine).get_table_names()) >= TABLES
+    engine.dispose()
+
+
+def test_migrated_schema_matches_the_models(engine: Engine) -> None:
+    """Autogenerate finds nothing to do: models and migrations describe the same schema."""
+    with engine.connect() as connection:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.check(config)
+
+
+def test_concurrent_migrations_do_not_collide(blank_db_url: str) -> None:
+    results = run_concurrently(4, lambda _: migrate(blank_db_url))
+    assert results == [None] * 4
+    assert current_revision(blank_db_url) == head_revision()
+
+
+def test_postgresql_indexes_tags_with_gin(engine: Engine, backend: str) -> None:
+    indexes = {index["name"]: index for index in inspect(engine).get_indexes("contacts")}
+    for column in ("created_at", "last_incoming_message_at", "last_outgoing_message_at"):
+        assert indexes[f"ix_contacts_workspace_id_{column}"]["column_names"] == ["workspace_id", column]
+    if backend == "postgresql":
+        assert indexes["ix_contacts_tags"]["dialect_options"]["postgresql_using"] == "gin"
+    else:
+        assert "ix_contacts_tags" not in indexes
+
+
+# --- contacts ---------------------------------------------------------------------------------
+
+
+def snapshot(contact_id: str, version: int, **fields: Any) -> dict[str, Any]:
+    return {"id": contact_id, "version": version, **fields}
+
+
+def test_upsert_stores_only_newer_versions(session: Session) -> None:
+    assert upsert_contacts(session, WS, [snapshot("c1", 2, country="MY")], now=NOW) == ["c1"]
+    assert upsert_contacts(session, WS, [snapshot("c1", 2, country="SG")], now=NOW) == []  # duplicate
+    assert upsert_contacts(session, WS, [snapshot("c1", 1, country="SG")], now=NOW) == []  # stale
+    assert load_contact_views(session, WS, ["c1"])["c1"]["country"] == "MY"
+
+    assert upsert_contacts(session, WS, [snapshot("c1", 3, country="SG")], now=NOW + 1) == ["c1"]
+    stored = session.get_one(Contact, (WS, "c1"))
+    session.refresh(stored)
+    assert (stored.country, stored.version, stored.updated_at) == ("SG", 3, NOW + 1)
+
+
+def test_upsert_replaces_the_whole_snapshot(session: Session) -> None:
+    upsert_contacts(session, WS, [snapshot("c1", 1, country="MY", tags=["vip"], language="ms")], now=NOW)
+    upsert_contacts(session, WS, [snapshot("c1", 2, country="MY")], now=NOW)
+    view = load_contact_views(session, WS, ["c1"])["c1"]
+    assert (view["tags"], view["language"]) == ([], None)
+
+
+def test_upsert_batch_keeps_the_newest_version_of_each_id(session: Session) -> None:
+    batch = [snapshot("c1", 1, country="A"), snapshot("c1", 3, country="C"), snapshot("c1", 2, country="B")]
+    assert upsert_contacts(session, WS, batch, now=NOW) == ["c1"]
+    assert load_contact_views(session, WS, ["c1"])["c1"]["country"] == "C"
+
+
+def test_upsert_thousands_in_one_call(session: Session) -> None:
+    first = [snapshot(f"c{i:05}", 1, tags=["t"]) for i in range(3000)]
+    assert sorted(upsert_contacts(session, WS, first, now=NOW)) == [row["id"] for row in first]
+
+    second = [snapshot(f"c{i:05}", 1 + i % 2) for i in range(3000)]  # every odd one is newer
+    stored = upsert_contacts(session, WS, second, now=NOW)
+    assert sorted(stored) == [f"c{i:05}" for i in range(1, 3000, 2)]
+    assert contact_versions(session, WS, ["c00000", "c00001", "missing"]) == {"c00000": 1, "c00001": 2}
+
+
+def test_upsert_rejects_unknown_fields(session: Session) -> None:
+    with pytest.raises(ValueError, match="tag"):
+        upsert_contacts(session, WS, [snapshot("c1", 1, tag=["oops"])], now=NOW)
+
+
+def test_contact_views_have_every_view_field(session: Session) -> None:
+    full = snapshot(
+        "c1",
+        1,
+        first_name="Aisyah",
+        last_name="Rahman",
+        email="a@example.com",
+        phone="+60123",
+        country="MY",
+        language="ms",
+        lifecycle="customer",
+        assignee="agent-7",
+        conversation_status="open",
+        last_interacted_channel="whatsapp",
+        channels=["whatsapp", "email"],
+        tags=["vip", "promotion"],
+        created_at=NOW - 86400.5,
+        last_incoming_message_at=NOW - 60,
+        last_outgoing_message_at=None,
+        custom_fields={"plan": "gold", "seats": 3, "trial": False, "score": 1.5, "note": None},
+    )
+    upsert_contacts(session, WS, [full, snapshot("c2", 1)], now=NOW)
+    views = load_contact_views(session, WS, ["c1", "c2", "missing"])
+
+    assert set(views) == {"c1", "c2"}
+    expected = {key: value for key, value in full.items() if key != "version"}
+    assert views["c1"] == expected
+    assert list(views["c1"]) == list(CONTACT_VIEW_FIELDS)
+    assert views["c2"] == dict.fromkeys(CONTACT_VIEW_FIELDS) | {
+        "id": "c2",
+        "tags": [],
+        "channels": [],
+        "custom_fields": {},
+    }
+    assert load_contact_views(session, "other-workspace", ["c1"]) == {}
+    assert load_contact_views(session, WS, ["c1"], for_update=True)["c1"] == expected
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [
+        [],
+        ["a"],
+        ["promotion", "VIP", "vip"],
+        ["ünïcödé", "标签", "emoji 🎉"],
+        ["", " ", "with,comma", 'with "quotes"', "back\\slash", "{braces}", "NULL", "null", "[1]"],
+    ],
+)
+def test_string_lists_round_trip(session: Session, backend: str, tags: list[str]) -> None:
+    upsert_contacts(session, WS, [snapshot("c1", 1, tags=tags, channels=tags[::-1])], now=NOW)
+    session.commit()
+    view = load_contact_views(session, WS, ["c1"])["c1"]
+    assert (view["tags"], view["channels"]) == (tags, tags[::-1])
+
+    stored_as = {
+        "postgresql": "SELECT pg_typeof(tags)::text FROM contacts",
+        "sqlite": "SELECT typeof(tags) || ':' || json_valid(tags) FROM contacts",
+    }
+    assert (
+        session.execute(text(stored_as[backend])).scalar()
+        == {
+            "postgresql": "text[]",
+            "sqlite": "text:1",
+        }[backend]
+    )
+
+
+def test_delete_contacts_returns_the_ids_that_existed(session: Session) -> None:
+    upsert_contacts(session, WS, [snapshot("c1", 1), snapshot("c2", 1)], now=NOW)
+    assert delete_contacts(session, WS, ["c1", "nope"]) == ["c1"]
+    assert delete_contacts(session, WS, ["c1"]) == []
+    assert set(load_contact_views(session, WS, ["c1", "c2"])) == {"c2"}
+
+
+# --- memberships ------------------------------------------------------------------------------
+
+
+def test_memberships_report_what_actually_changed(session: Session) -> None:
+    a, b = create_segment(session, "A").id, create_segment(session, "B").id
+
+    assert add_memberships(session, WS, [(a, "c1"), (a, "c2"), (b, "c1")], since=NOW) == [
+        (a, "c1"),
+        (a, "c2"),
+        (b, "c1"),
+    ]
+    assert add_memberships(session, WS, [(a, "c1"), (b, "c2")], since=NOW) == [(b, "c2")]
+    assert memberships_of(session, WS, ["c1", "c2", "c3"]) == {"c1": {a, b}, "c2": {a, b}}
+    assert member_counts(session, WS) == {a: 2, b: 2}
+
+    assert sorted(remove_memberships(session, [(a, "c1"), (a, "c3")])) == [(a, "c1")]
+    assert remove_memberships(session, [(a, "c1")]) == []
+    assert member_counts(session, WS) == {a: 1, b: 2}
+
+
+def test_members_stream_in_stable_batches(session: Session) -> None:
+    segment_id = create_segment(session, "All").id
+    ids = [f"c{i:04}" for i in range(2500)]
+    add_memberships(session, WS, [(segment_id, contact_id) for contact_id in reversed(ids)], since=NOW)
+
+    batches = list(iter_member_ids(session, segment_id, batch_size=1000))
+    assert [len(batch) for batch in batches] == [1000, 1000, 500]
+    assert [contact_id for batch in batches for contact_id in batch] == ids
+
+
+# --- segments ---------------------------------------------------------------------------------
+
+
+def test_names_compare_trimmed_and_casefolded(session: Session) -> None:
+    segment = create_segment(session, "  VIP Straße ")
+    assert segment.name_key == "vip strasse"
+    assert segment_name_taken(session, WS, "vip STRASSE")
+    assert not segment_name_taken(session, WS, "vip strasse", exclude_segment_id=segment.id)
+    session.commit()
+
+    with pytest.raises(IntegrityError) as caught:
+        create_segment(session, "vip strasse")
+    assert is_duplicate_segment_name(caught.value)
+    session.rollback()
+
+    create_segment(session, "VIP Straße", workspace_id=_other_workspace(session))  # other workspace: fine
+
+
+def test_segment_ids_are_never_reused(session: Session) -> None:
+    first = create_segment(session, "one")
+    session.delete(first)
+    session.flush()
+    assert create_segment(session, "two").id > first.id
+
+
+def test_segment_limit_is_enforced_by_the_database(session: Session) -> None:
+    session.execute(update(Workspace).values(segment_count=MAX_SEGMENTS_PER_WORKSPACE - 1))
+    assert claim_segment_slot(session, WS) == MAX_SEGMENTS_PER_WORKSPACE
+    assert claim_segment_slot(session, WS) is None
+    assert claim_segment_slot(session, "no-such-workspace") is None
+    session.commit()
+
+    with pytest.raises(IntegrityError):  # even a careless UPDATE cannot pass the limit
+        session.execute(update(Workspace).values(segment_count=MAX_SEGMENTS_PER_WORKSPACE + 1))
+    session.rollback()
+
+    assert release_segment_slot(session, WS) == MAX_SEGMENTS_PER_WORKSPACE - 1
+    session.execute(update(Workspace).values(segment_count=0))
+    assert release_segment_slot(session, WS) is None
+
+
+def _prefill_segments(session: Session, count: int) -> None:
+    session.add_all(
+        Segment(workspace_id=WS, name=f"s{i}", rule=RULE, created_at=NOW, updated_at=NOW)
+        for i in range(count)
+    )
+    session.execute(update(Workspace).values(segment_count=count))
+    session.commit()
+
+
+def test_concurrent_creators_stop_at_exactly_the_limit(session: Session, db_url: str) -> None:
+    _prefill_segments(session, MAX_SEGMENTS_PER_WORKSPACE - 10)
+    engine = make_engine(db_url, pool_size=20)
+    sessions = make_session_factory(engine)
+
+    def create(index: int) -> int:
+        with sessions.begin() as own:
+            return create_segment(own, f"new {index}").id
+
+    results = run_concurrently(20, create)
+    engine.dispose()
+
+    assert sum(isinstance(result, int) for result in results) == 10
+    assert all(isinstance(result, int | LimitReached) for result in results), results
+    session.expire_all()
+    assert session.scalar(select(Workspace.segment_count)) == MAX_SEGMENTS_PER_WORKSPACE
+    assert session.scalar(select(func.count()).select_from(Segment)) == MAX_SEGMENTS_PER_WORKSPACE
+
+
+def test_concurrent_creators_of_one_name_leave_one_segment(session: Session, db_url: str) -> None:
+    engine = make_engine(db_url, pool_size=20)
+    sessions = make_session_factory(engine)
+    spellings = ["VIP", "vip", " Vip ", "vIP\t"]
+
+    def create(index: int) -> int:
+        with sessions.begin() as own:
+            return create_segment(own, spellings[index % len(spellings)]).id
+
+    results = run_concurrently(20, create)
+    engine.dispose()
+
+    failures = [result for result in results if not isinstance(result, int)]
+    assert len(failures) == 19
+    assert all(isinstance(error, IntegrityError) and is_duplicate_segment_name(error) for error in failures)
+    session.expire_all()
+    assert session.scalar(select(Workspace.segment_count)) == 1  # the losers' slots rolled back too
+    assert session.scalars(select(Segment.name_key)).all() == ["vip"]
+
+
+# --- cascades ---------------------------------------------------------------------------------
+
+
+def _populate(session: Session) -> tuple[int, int]:
+    keep, doomed = create_segment(session, "keep").id, create_segment(session, "doomed").id
+    upsert_contacts(session, WS, [snapshot("c1", 1)], now=NOW)
+    add_memberships(session, WS, [(keep, "c1"), (doomed, "c1")], since=NOW)
+    append_events(session, [entered(keep, "c1"), entered(doomed, "c1")])
+    claim_defaults(session, WS, ["keep", "doomed"], registry_version=1)
+    link_default_segment(session, WS, "keep", keep)
+    link_default_segment(session, WS, "doomed", doomed)
+    session.commit()
+    return keep, doomed
+
+
+def test_deleting_a_segment_takes_its_memberships_and_events(session: Session) -> None:
+    keep, doomed = _populate(session)
+    session.delete(session.get_one(Segment, doomed))
+    session.commit()
+
+    assert session.scalars(select(Membership.segment_id)).all() == [keep]
+    assert session.scalars(select(MembershipEvent.segment_id)).all() == [keep]
+    assert seeded_defaults(session, WS) == {"keep": keep, "doomed": None}  # the record stays
+
+
+def test_deleting_a_workspace_takes_everything(session: Session) -> None:
+    _populate(session)
+    session.delete(session.get_one(Workspace, WS))
+    session.commit()
+    for model in (Contact, Segment, Membership, MembershipEvent, DefaultRegistryEntry):
+        assert session.scalar(select(func.count()).select_from(model)) == 0, model
+
+
+def test_foreign_keys_are_enforced(session: Session) -> None:
+    with pytest.raises(IntegrityError):
+        add_memberships(session, WS, [(12345, "c1")], since=NOW)
+
+
+# --- the default registry ---------------------------------------------------------------------
+
+
+def test_defaults_are_claimed_once(session: Session) -> None:
+    assert claim_defaults(session, WS, ["a", "b", "a"], registry_version=1) == ["a", "b"]
+    assert claim_defaults(session, WS, ["a", "b", "c"], registry_version=2) == ["c"]
+    assert claim_defaults(session, WS, [], registry_version=2) == []
+    assert seeded_defaults(session, WS) == {"a": None, "b": None, "c": None}
+    registry_versions = session.execute(
+        select(DefaultRegistryEntry.default_key, DefaultRegistryEntry.registry_version)
+    ).tuples()
+    assert dict(registry_versions.all()) == {"a": 1, "b": 1, "c": 2}
+
+
+# --- the outbox -------------------------------------------------------------------------------
+
+
+def test_events_keep_their_order(session: Session) -> None:
+    segment_id = create_segment(session, "A").id
+    exited = {"kind": EventKind.EXITED}
+    ids = append_events(
+        session, [entered(segment_id, f"c{i % 7}", **(exited if i % 2 else {})) for i in range(2500)]
+    )
+    session.commit()
+    more = append_events(session, [entered(segment_id, "c1")])
+
+    events = list_events(session, WS, limit=10_000)
+    assert [event.event_id for event in events] == ids + more
+    assert [event.seq for event in events] == sorted(event.seq for event in events)
+    assert len(set(ids + more)) == 2501
+    assert [event.kind for event in events[:3]] == ["entered", "exited", "entered"]
+    assert [event.event_id for event in list_events(session, WS, after_event_id=ids[-1])] == more
+    with pytest.raises(LookupError):
+        list_events(session, WS, after_event_id="not-an-event")
+
+
+def test_undelivered_events_are_fetched_in_order_until_delivered(session: Session) -> None:
+    segment_id = create_segment(session, "A").id
+    append_events(session, [entered(segment_id, f"c{i}") for i in range(5)])
+    built = {"contact_id": None, "kind": EventKind.BUILT, "cause": EventCause.BUILT, "member_count": 5}
+    append_events(session, [entered(segment_id, "", **built)])
+    session.commit()
+
+    pending = fetch_undelivered_events(session, limit=3)
+    assert [event.contact_id for event in pending] == ["c0", "c1", "c2"]
+    record_failed_delivery(session, [event.seq for event in pending])
+    mark_events_delivered(session, [pending[0].seq], now=NOW + 5)
+    session.commit()
+
+    pending = fetch_undelivered_events(session, workspace_id=WS)
+    assert [event.contact_id for event in pending] == ["c1", "c2", "c3", "c4", None]
+    assert [event.attempts for event in pending] == [1, 1, 0, 0, 0]
+    assert (pending[-1].kind, pending[-1].member_count) == ("built", 5)
+    assert fetch_undelivered_events(session, workspace_id="other") == []
+
+
+def test_only_built_events_have_no_contact(session: Session) -> None:
+    segment_id = create_segment(session, "A").id
+    with pytest.raises(IntegrityError):
+        append_events(session, [entered(segment_id, None)])  # type: ignore[arg-type]
+
+
+def test_concurrent_deliverers_take_disjoint_batches(
+    session: Session, session_factory: sessionmaker[Session], backend: str
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("SKIP LOCKED is PostgreSQL's; SQLite serialises transactions")
+    segment_id = create_segment(session, "A").id
+    append_events(session, [entered(segment_id, f"c{i}") for i in range(10)])
+    session.commit()
+
+    with session_factory() as first, session_factory() as second:
+        taken = [event.contact_id for event in fetch_undelivered_events(first, limit=4)]
+        skipped_to = [event.contact_id for event in fetch_undelivered_events(second, limit=4)]
+        first.rollback()
+        second.rollback()
+    assert taken == ["c0", "c1", "c2", "c3"]
+    assert skipped_to == ["c4", "c5", "c6", "c7"]
+
+
+# --- workspaces and ticks ---------------------------------------------------------------------
+
+
+def _other_workspace(session: Session) -> str:
+    ensure_workspace(session, "ws-2", name="Two", now=NOW)
+    return "ws-2"
+
+
+def test_ensure_workspace_is_idempotent(session: Session) -> None:
+    assert not ensure_workspace(session, WS, name="renamed?", now=NOW + 1)
+    assert ensure_workspace(session, "ws-2", name="Two", timezone="Asia/Kuala_Lumpur", now=NOW)
+    workspace = session.get_one(Workspace, "ws-2")
+    assert (workspace.name, workspace.timezone, workspace.segment_count) == ("Two", "Asia/Kuala_Lumpur", 0)
+    assert session.get_one(Workspace, WS).name == "Workspace one"
+
+
+def test_tick_windows_cover_time_once(session: Session) -> None:
+    first = open_tick_window(session, WS, NOW)
+    assert first is not None and (first.start, first.end) == (None, NOW)
+    assert open_tick_window(session, WS, NOW) is None
+    assert open_tick_window(session, WS, NOW - 60) is None
+    later = open_tick_window(session, WS, NOW + 3 * 86400)
+    assert later is not None and (later.start, later.end) == (NOW, NOW + 3 * 86400)
+    assert open_tick_window(session, "no-such-workspace", NOW) is None
