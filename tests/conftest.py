@@ -90,7 +90,8 @@ def redis_url() -> str:
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     """The database backend under test: "sqlite" or "postgresql"."""
-    return request.param
+    name: str = request.param
+    return name
 
 
 @pytest.fixture
@@ -105,7 +106,11 @@ def blank_db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
 
 @pytest.fixture
 def db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    """A URL of a migrated database with empty tables, this test's alone."""
+    """A URL of a migrated database with empty tables, this test's alone.
+
+    On PostgreSQL the schema is the session's, emptied before each test: change the schema itself
+    (e.g. downgrade) only in ``blank_db_url``.
+    """
     if backend == "sqlite":
         path = tmp_path / "segments.db"
         shutil.copyfile(request.getfixturevalue("_sqlite_template"), path)
@@ -160,6 +165,7 @@ def _postgres_schema(server_url: URL) -> Iterator[str]:
         yield url.render_as_string(hide_password=False)
     finally:
         with admin.begin() as connection:
+            connection.execute(text("SET LOCAL lock_timeout = '10s'"))  # a leaked transaction fails loudly
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
 

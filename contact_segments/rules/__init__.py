@@ -3,7 +3,7 @@
 Nothing here reads a clock, a file or a database.
 """
 
-from .compiler import CompiledRule, apply, compile_rule
+from .compiler import CompiledRule, apply, compile_predicate, compile_rule
 from .errors import Diagnostic, RuleError
 from .operators import CLASSIC, Operator, OperatorRegistry
 
@@ -15,5 +15,6 @@ __all__ = [
     "OperatorRegistry",
     "RuleError",
     "apply",
+    "compile_predicate",
     "compile_rule",
 ]

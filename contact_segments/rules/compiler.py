@@ -117,18 +117,22 @@ class _Compiler:
     def temp(self) -> str:
         return f"_t{next(self._names)}"
 
-    def function(self, node: Node) -> str:
-        """Emit ``node`` as a function of its own data; return the function's name."""
+    def function(self, node: Node, *, predicate: bool = False) -> str:
+        """Emit ``node`` as a function of its own data; return the function's name.
+
+        A ``predicate`` function returns the JSONLogic truthiness of the node, as a bool.
+        """
         name = self._functions.get(id(node))
         if name is not None:
             return name
         frame = _Function(f"_f{next(self._names)}")
         self._functions[id(node)] = frame.name
         self._stack.append(frame)
+        body = self._truth if predicate else self._emit
         try:
-            fast = self._emit(node).code
+            fast = body(node).code
             frame.fast = False
-            general = self._emit(node).code if frame.reads else fast
+            general = body(node).code if frame.reads else fast
         finally:
             self._stack.pop()
         header = f"def {frame.name}({self.data}):\n"
@@ -145,6 +149,14 @@ class _Compiler:
 
     # -- nodes ---------------------------------------------------------------------------
 
+    def _truth(self, node: Node) -> Expr:
+        expr = self._emit(node)
+        if expr.kind == "bool":
+            return expr
+        if expr.plain_truth:
+            return Expr(f"(not not {expr.code})", "bool")
+        return Expr(f"{self.bind(js.truthy)}({expr.code})", "bool")
+
     def _emit(self, node: Node) -> Expr:
         if isinstance(node, Literal):
             return Expr(repr(node.value), _LITERAL_KINDS[type(node.value)])
@@ -152,8 +164,8 @@ class _Compiler:
             return Expr("[" + ", ".join(self.emit(item).code for item in node.items) + "]", "list")
         return self.registry[node.op].emit(self, node)
 
-    def compile(self, rule: Any, tree: Node) -> CompiledRule:
-        entry = self.function(tree)
+    def compile(self, rule: Any, tree: Node, *, predicate: bool = False) -> CompiledRule:
+        entry = self.function(tree, predicate=predicate)
         source = "\n".join(self._definitions)
         exec(compile(source, "<jsonlogic>", "exec"), self.namespace)  # noqa: S102 - our own codegen
         function = self.namespace[entry]
@@ -169,6 +181,15 @@ def compile_rule(rule: Any, registry: OperatorRegistry = CLASSIC) -> CompiledRul
     """
     tree = parse(rule, registry)
     return _Compiler(registry).compile(rule, tree)
+
+
+def compile_predicate(rule: Any, registry: OperatorRegistry = CLASSIC) -> CompiledRule:
+    """Compile a rule to a function returning whether it holds: the truthiness of its value.
+
+    This is what segment membership is: a contact is a member when the rule's value is truthy.
+    """
+    tree = parse(rule, registry)
+    return _Compiler(registry).compile(rule, tree, predicate=True)
 
 
 @lru_cache(maxsize=1024)

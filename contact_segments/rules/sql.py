@@ -376,7 +376,9 @@ def _over_branches(field: Field, operation: Callable[[Branch], Condition]) -> Co
 
 
 def _unsupported(what: str) -> RuleError:
-    return RuleError.at(ROOT, f"{what} is not supported in segment rules (the SQL compiler cannot express it)")
+    return RuleError.at(
+        ROOT, f"{what} is not supported in segment rules (the SQL compiler cannot express it)"
+    )
 
 
 # --------------------------------------------------------------------------- the compiler
@@ -391,7 +393,7 @@ class _SqlCompiler:
 
     def value(self, node: Any, path: str) -> Value:
         if isinstance(node, dict):
-            (op, args), = node.items()
+            ((op, args),) = node.items()
             args = args if isinstance(args, list) else [args]
             here = child_path(path, op)
             if op == "var":
@@ -400,8 +402,10 @@ class _SqlCompiler:
                 values = [self.value(arg, child_path(here, i)) for i, arg in enumerate(args)]
                 if any(isinstance(v, Field) for v in values):
                     raise RuleError.at(here, f"'{op}' on a field is not supported in segment rules")
-                return js.subtract(*values) if op == "-" and len(values) == 2 else (
-                    js.negate(values[0]) if op == "-" else js.add(*values)
+                return (
+                    js.subtract(*values)
+                    if op == "-" and len(values) == 2
+                    else (js.negate(values[0]) if op == "-" else js.add(*values))
                 )
             condition = self.condition(node, path)
             if isinstance(condition, bool):
@@ -425,7 +429,7 @@ class _SqlCompiler:
     def condition(self, node: Any, path: str = ROOT) -> Condition:
         if not isinstance(node, dict):
             return js.truthy(node)  # a literal; an array's truthiness is whether it is empty
-        (op, args), = node.items()
+        ((op, args),) = node.items()
         args = args if isinstance(args, list) else [args]
         here = child_path(path, op)
         at = [child_path(here, i) for i in range(len(args))]
@@ -448,7 +452,12 @@ class _SqlCompiler:
         if op in _SQL_OPERATORS:
             values = [self.value(arg, p) for arg, p in zip(args, at, strict=True)]
             if len(values) == 3:
-                return _and([self._compare(values[0], op, values[1], here), self._compare(values[1], op, values[2], here)])
+                return _and(
+                    [
+                        self._compare(values[0], op, values[1], here),
+                        self._compare(values[1], op, values[2], here),
+                    ]
+                )
             return self._compare(values[0], op, values[1], here)
         if op == "in":
             needle, haystack = (self.value(arg, p) for arg, p in zip(args, at, strict=True))
@@ -457,7 +466,9 @@ class _SqlCompiler:
             return self._missing(args, here)
         if op == "missing_some":
             return self._missing_some(args, here)
-        raise RuleError.at(here, f"'{op}' is not supported in segment rules (the SQL compiler cannot express it)")
+        raise RuleError.at(
+            here, f"'{op}' is not supported in segment rules (the SQL compiler cannot express it)"
+        )
 
     def truthy(self, value: Value) -> Condition:
         if isinstance(value, Field):

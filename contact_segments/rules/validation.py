@@ -4,8 +4,9 @@ Any classic JSONLogic runs in :func:`~contact_segments.rules.apply`, but a *segm
 also compile to SQL, so it is held to a smaller, typed dialect:
 
 - ``{"var": F}`` of a catalog field (:mod:`.catalog`), with an optional default that is a literal
-  of the field's type; ``{"missing": [F, ...]}`` and ``{"missing_some": [N, [F, ...]]}`` of
-  catalog fields.
+  of the field's type (not for custom fields: SQL does not see an absent custom field apart from
+  a null one); ``{"missing": [F, ...]}`` and ``{"missing_some": [N, [F, ...]]}`` of catalog
+  fields.
 - Conditions combined by ``and``, ``or`` (at least one argument), ``!``, ``!!`` and ``if``; a
   condition is one of these, a comparison, an ``in``, a ``missing``, a bare ``var`` (its
   truthiness) or ``true`` / ``false``.
@@ -24,7 +25,8 @@ booleans are never numbers.
 
 **Limits**, checked before anything recursive runs: at most 64 KiB of JSON (the text as given,
 or the compact UTF-8 encoding of a Python value), 2,000 JSON values, and 32 levels of nested
-arrays and objects (``{"!!": [{"var": "tags"}]}`` is 3 levels deep).
+arrays and objects (``{"!!": [{"var": "tags"}]}`` is 3 levels deep).  The canonical form is held
+to the same limits, so that a valid rule stays valid when validated again.
 
 **Canonical form.**  Validation returns the rule normalised, with the same meaning in every
 JSONLogic implementation:
@@ -154,6 +156,9 @@ def normalise_rule(doc: Any) -> Any:
     rule = checker.condition(doc, ROOT)
     if checker.problems:
         raise RuleValidationError(checker.problems)
+    problem = limits_problem(rule)  # expanding the unary shorthand adds arrays
+    if problem:
+        raise RuleValidationError({ROOT: problem})
     return rule
 
 
@@ -184,7 +189,7 @@ def parse_rule_text(text: str | bytes | bytearray) -> Any:
         raise RuleValidationError({ROOT: f"the rule is not valid JSON: {error}"}) from None
 
 
-def limits_problem(doc: Any) -> str | None:
+def limits_problem(doc: Any, *, subject: str = "the rule") -> str | None:
     """What limit a JSON value exceeds (depth, node count, encoded size), or ``None``.
 
     Walks with an explicit stack and stops at the first limit passed, so a 100,000-level or
@@ -197,10 +202,10 @@ def limits_problem(doc: Any) -> str | None:
         if isinstance(value, dict | list):
             depth += 1
             if depth > MAX_DEPTH:
-                return _too_deep()
+                return _too_deep(subject)
             nodes += len(value)
             if nodes > MAX_NODES:
-                return f"the rule is too large: more than {MAX_NODES} JSON values"
+                return f"{subject} is too large: more than {MAX_NODES} JSON values"
             size += 1 + max(len(value), 1)  # brackets and commas
             if isinstance(value, dict):
                 for key in value:
@@ -213,12 +218,12 @@ def limits_problem(doc: Any) -> str | None:
         else:
             size += _scalar_size(value, MAX_BYTES - size)
         if size > MAX_BYTES:
-            return f"the rule is too large: more than {MAX_BYTES} bytes of JSON"
+            return f"{subject} is too large: more than {MAX_BYTES} bytes of JSON"
     return None
 
 
-def _too_deep() -> str:
-    return f"the rule is nested too deeply: more than {MAX_DEPTH} levels of arrays and objects"
+def _too_deep(subject: str = "the rule") -> str:
+    return f"{subject} is nested too deeply: more than {MAX_DEPTH} levels of arrays and objects"
 
 
 def _scalar_size(value: Any, budget: int) -> int:
@@ -294,7 +299,7 @@ def _kind(value: Any) -> ValueKind | None:
 
 def _describe(value: Any) -> str:
     if isinstance(value, dict):
-        return f"a {next(iter(value))!r} operation" if len(value) == 1 else "an object"
+        return f"an operation {next(iter(value))!r}" if len(value) == 1 else "an object"
     if isinstance(value, list):
         return "a list"
     kind = _kind(value)
@@ -627,7 +632,9 @@ class _Checker:
             return spec, {"var": name}
         default_path = child_path(op_path, 1)
         allowed = spec.literals - {ValueKind.NULL}
-        if not allowed:
+        if spec.is_custom:  # the SQL compiler cannot tell an absent custom field from a null one
+            self.report(default_path, "a default for a custom field is not supported in segment rules")
+        elif not allowed:
             self.report(default_path, f"{_field_label(spec)} takes no default")
         elif _kind(default) not in allowed:
             self.report(
@@ -663,7 +670,7 @@ class _Checker:
             return None
         if isinstance(value, float):
             if not math.isfinite(value):
-                self.report(path, f"{value} is not a JSON number")
+                self.report(path, "NaN and Infinity are not JSON numbers")
                 return None
             return int(value) if value.is_integer() and abs(value) <= MAX_SAFE_INTEGER else value
         if abs(value) > MAX_SAFE_INTEGER:

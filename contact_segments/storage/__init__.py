@@ -62,7 +62,9 @@ from contact_segments.storage.queries import (
     remove_memberships,
     seeded_defaults,
     segment_name_taken,
+    try_lock_delivery,
     upsert_contacts,
+    workspaces_with_undelivered_events,
 )
 from contact_segments.storage.schema import (
     alembic_config,
@@ -126,5 +128,7 @@ __all__ = [
     "seeded_defaults",
     "segment_name_key",
     "segment_name_taken",
+    "try_lock_delivery",
     "upsert_contacts",
+    "workspaces_with_undelivered_events",
 ]

@@ -13,6 +13,7 @@ Conventions:
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
 
@@ -49,10 +50,7 @@ NAMING_CONVENTION = {
 
 
 class StringList(TypeDecorator[list[str]]):
-    """A list of strings: ``text[]`` on PostgreSQL, a JSON array (text) elsewhere.
-
-    ``None`` is stored as an empty list, so the column never holds SQL NULL.
-    """
+    """A list of strings: ``text[]`` on PostgreSQL, a JSON array (text) elsewhere; None is NULL."""
 
     impl = JSON
     cache_ok = True
@@ -60,13 +58,10 @@ class StringList(TypeDecorator[list[str]]):
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "postgresql":
             return dialect.type_descriptor(postgresql.ARRAY(Text()))
-        return dialect.type_descriptor(JSON())
+        return dialect.type_descriptor(JSON(none_as_null=True))
 
-    def process_bind_param(self, value: list[str] | None, dialect: Dialect) -> list[str]:
-        return list(value or ())
-
-    def process_result_value(self, value: list[str] | None, dialect: Dialect) -> list[str]:
-        return list(value or ())
+    def process_bind_param(self, value: Iterable[str] | None, dialect: Dialect) -> list[str] | None:
+        return None if value is None else list(value)  # a tuple would reach psycopg as a record
 
 
 JSONDocument = JSON().with_variant(postgresql.JSONB(), "postgresql")
@@ -166,6 +161,9 @@ class Contact(Base):
 
     updated_at: Mapped[float] = mapped_column(Double)
     """When this snapshot was stored (not a field of the view)."""
+    pending_fields: Mapped[list[str] | None] = mapped_column(StringList)
+    """The view fields changed since the memberships were last evaluated (``["*"]``: all of them);
+    None when nothing is pending. See :mod:`.pending_changes`."""
 
 
 CONTACT_VIEW_FIELDS: tuple[str, ...] = (
@@ -240,8 +238,9 @@ class MembershipEvent(Base):
     __table_args__ = (
         CheckConstraint("kind IN ('entered', 'exited', 'built')", name="kind"),
         CheckConstraint("(kind = 'built') = (contact_id IS NULL)", name="contact_unless_built"),
-        Index(
+        Index(  # small: only what is waiting for delivery
             "ix_membership_events_undelivered",
+            "workspace_id",
             "seq",
             postgresql_where=text("delivered_at IS NULL"),
             sqlite_where=text("delivered_at IS NULL"),

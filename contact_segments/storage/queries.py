@@ -1,18 +1,36 @@
 """The hot queries, as plain functions over a :class:`~sqlalchemy.orm.Session`.
 
 They run Core statements through ``session.execute`` and never commit: the caller owns the
-transaction. Bulk functions take any number of items and send them in batches.
+transaction. Bulk functions take any number of items and send them in batches of
+:data:`BATCH_SIZE`. On PostgreSQL a batch travels as one parameter (a JSON document or an array)
+rather than one placeholder per value, which psycopg would spend longer preparing than the server
+spends running the statement.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, NotRequired, TypedDict, TypeVar, cast
 
-from sqlalchemy import Table, delete, exists, func, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    Result,
+    Table,
+    TableValuedAlias,
+    any_,
+    column,
+    delete,
+    exists,
+    func,
+    literal,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -30,14 +48,21 @@ from contact_segments.storage.models import (
 )
 
 BATCH_SIZE = 1000
-"""Rows per statement (and ids per ``IN`` list) in bulk functions."""
+"""Rows (or ids) per statement in bulk functions."""
 
+SEGMENT_NAME_CONSTRAINT = "uq_segments_workspace_id_name_key"
+
+_workspaces = cast(Table, Workspace.__table__)
 _contacts = cast(Table, Contact.__table__)
 _memberships = cast(Table, Membership.__table__)
 _events = cast(Table, MembershipEvent.__table__)
 _registry = cast(Table, DefaultRegistryEntry.__table__)
 
+_DELIVERY_LOCK_CLASS = 0x5E6
+"""The first key of the per-workspace delivery advisory locks (PostgreSQL)."""
+
 _T = TypeVar("_T")
+Insert = postgresql.Insert | sqlite.Insert
 
 
 class ContactView(TypedDict):
@@ -63,7 +88,7 @@ class ContactView(TypedDict):
 
 
 class NewEvent(TypedDict):
-    """A membership event to append to the outbox (``event_id`` and ``seq`` are assigned)."""
+    """A membership event to append to the outbox (``seq`` and ``event_id`` are assigned)."""
 
     workspace_id: str
     segment_id: int
@@ -90,13 +115,12 @@ def ensure_workspace(
     session: Session, workspace_id: str, *, name: str, timezone: str = "UTC", now: float
 ) -> bool:
     """Create the workspace unless it exists; return whether it was created."""
-    statement = (
-        _insert(session, cast(Table, Workspace.__table__))
-        .values(id=workspace_id, name=name, timezone=timezone, created_at=now)
-        .on_conflict_do_nothing(index_elements=["id"])
-        .returning(Workspace.id)
-    )
-    return session.execute(statement).first() is not None
+    row = {"id": workspace_id, "name": name, "timezone": timezone, "created_at": now}
+
+    def unless_known(insert: Insert) -> Executable:
+        return insert.on_conflict_do_nothing(index_elements=[_workspaces.c.id]).returning(_workspaces.c.id)
+
+    return _bulk_insert(session, _workspaces, [row], unless_known).first() is not None
 
 
 def open_tick_window(session: Session, workspace_id: str, now: float) -> TickWindow | None:
@@ -104,15 +128,15 @@ def open_tick_window(session: Session, workspace_id: str, now: float) -> TickWin
 
     Returns None if ``now`` is not after the watermark (or the workspace does not exist). On
     PostgreSQL the workspace row stays locked until the transaction ends, so ticks of one
-    workspace run one after another and no window is covered twice.
+    workspace run one after another and no instant is covered twice.
     """
-    start = session.execute(
+    watermark = session.execute(
         select(Workspace.last_tick_at).where(Workspace.id == workspace_id).with_for_update()
     ).first()
-    if start is None or (start.last_tick_at is not None and start.last_tick_at >= now):
+    if watermark is None or (watermark.last_tick_at is not None and watermark.last_tick_at >= now):
         return None
     session.execute(update(Workspace).where(Workspace.id == workspace_id).values(last_tick_at=now))
-    return TickWindow(start=start.last_tick_at, end=now)
+    return TickWindow(start=watermark.last_tick_at, end=now)
 
 
 # --- contacts ---------------------------------------------------------------------------------
@@ -124,28 +148,29 @@ def upsert_contacts(
     """Store each snapshot that is newer than the stored one; return the ids actually stored.
 
     A snapshot has ``id``, ``version`` and any of the evaluation view's fields (missing ones are
-    null, or empty for ``tags``, ``channels`` and ``custom_fields``). Stale and duplicate versions
-    are no-ops; within one call, the newest version of an id wins.
+    null, or empty for ``tags``, ``channels`` and ``custom_fields``); it replaces the stored one
+    whole. Stale and duplicate versions are no-ops; within one call, the newest version of an id
+    wins. Concurrent upserts of one contact leave the newest version, whatever their order.
     """
     newest: dict[str, dict[str, Any]] = {}
     for snapshot in snapshots:
         row = _contact_row(workspace_id, snapshot, now)
-        stored = newest.get(row["id"])
-        if stored is None or row["version"] > stored["version"]:
+        known = newest.get(row["id"])
+        if known is None or row["version"] > known["version"]:
             newest[row["id"]] = row
-    if not newest:
-        return []
 
-    insert = _insert(session, _contacts)
-    statement = insert.on_conflict_do_update(
-        index_elements=[_contacts.c.workspace_id, _contacts.c.id],
-        set_={name: insert.excluded[name] for name in _CONTACT_UPDATE_COLUMNS},
-        where=_contacts.c.version < insert.excluded.version,
-    ).returning(_contacts.c.id)
+    def if_newer(insert: Insert) -> Executable:
+        return insert.on_conflict_do_update(
+            index_elements=[_contacts.c.workspace_id, _contacts.c.id],
+            set_={name: insert.excluded[name] for name in _CONTACT_UPDATE_COLUMNS},
+            where=_contacts.c.version < insert.excluded.version,
+        ).returning(_contacts.c.id)
+
+    rows = [newest[contact_id] for contact_id in sorted(newest)]  # one lock order for all callers
     return [
         contact_id
-        for batch in _batched(newest.values(), BATCH_SIZE)
-        for contact_id in session.scalars(statement, batch)
+        for batch in batched(rows, BATCH_SIZE)
+        for contact_id in _bulk_insert(session, _contacts, batch, if_newer).scalars()
     ]
 
 
@@ -160,9 +185,9 @@ def load_contact_views(
     """
     columns = [_contacts.c[name] for name in CONTACT_VIEW_FIELDS]
     views: dict[str, ContactView] = {}
-    for batch in _batched(sorted(set(contact_ids)), BATCH_SIZE):
+    for batch in batched(sorted(set(contact_ids)), BATCH_SIZE):
         statement = select(*columns).where(
-            _contacts.c.workspace_id == workspace_id, _contacts.c.id.in_(batch)
+            _contacts.c.workspace_id == workspace_id, _among(session, _contacts.c.id, batch)
         )
         if for_update:
             statement = statement.order_by(_contacts.c.id).with_for_update()
@@ -174,23 +199,23 @@ def load_contact_views(
 def contact_versions(session: Session, workspace_id: str, contact_ids: Iterable[str]) -> dict[str, int]:
     """The stored version of each stored contact among ``contact_ids``."""
     versions: dict[str, int] = {}
-    for batch in _batched(set(contact_ids), BATCH_SIZE):
+    for batch in batched(set(contact_ids), BATCH_SIZE):
         rows = session.execute(
             select(_contacts.c.id, _contacts.c.version).where(
-                _contacts.c.workspace_id == workspace_id, _contacts.c.id.in_(batch)
+                _contacts.c.workspace_id == workspace_id, _among(session, _contacts.c.id, batch)
             )
         )
-        versions.update(rows.tuples())
+        versions.update(rows.tuples().all())
     return versions
 
 
 def delete_contacts(session: Session, workspace_id: str, contact_ids: Iterable[str]) -> list[str]:
     """Delete the contacts; return the ids that existed. Memberships are the caller's to remove."""
     deleted: list[str] = []
-    for batch in _batched(set(contact_ids), BATCH_SIZE):
+    for batch in batched(sorted(set(contact_ids)), BATCH_SIZE):
         statement = (
             delete(_contacts)
-            .where(_contacts.c.workspace_id == workspace_id, _contacts.c.id.in_(batch))
+            .where(_contacts.c.workspace_id == workspace_id, _among(session, _contacts.c.id, batch))
             .returning(_contacts.c.id)
         )
         deleted.extend(session.scalars(statement))
@@ -210,30 +235,36 @@ def add_memberships(
     """
     rows = [
         {"segment_id": segment_id, "contact_id": contact_id, "workspace_id": workspace_id, "since": since}
-        for segment_id, contact_id in dict.fromkeys(pairs)
+        for segment_id, contact_id in sorted(set(pairs))  # one lock order for all callers
     ]
-    statement = (
-        _insert(session, _memberships)
-        .on_conflict_do_nothing(index_elements=[_memberships.c.segment_id, _memberships.c.contact_id])
-        .returning(_memberships.c.segment_id, _memberships.c.contact_id)
-    )
+
+    def unless_member(insert: Insert) -> Executable:
+        return insert.on_conflict_do_nothing(
+            index_elements=[_memberships.c.segment_id, _memberships.c.contact_id]
+        ).returning(_memberships.c.segment_id, _memberships.c.contact_id)
+
     return [
         (segment_id, contact_id)
-        for batch in _batched(rows, BATCH_SIZE)
-        for segment_id, contact_id in session.execute(statement, batch).tuples()
+        for batch in batched(rows, BATCH_SIZE)
+        for segment_id, contact_id in _bulk_insert(session, _memberships, batch, unless_member).tuples()
     ]
 
 
 def remove_memberships(session: Session, pairs: Iterable[tuple[int, str]]) -> list[tuple[int, str]]:
-    """Delete the ``(segment_id, contact_id)`` memberships; return the pairs that existed."""
-    key = tuple_(_memberships.c.segment_id, _memberships.c.contact_id)
+    """Delete the ``(segment_id, contact_id)`` memberships; return the pairs that existed.
+
+    Only the returned pairs have exited (see :func:`add_memberships`).
+    """
+    key = (_memberships.c.segment_id, _memberships.c.contact_id)
     removed: list[tuple[int, str]] = []
-    for batch in _batched(set(pairs), BATCH_SIZE):
-        statement = (
-            delete(_memberships)
-            .where(key.in_(batch))
-            .returning(_memberships.c.segment_id, _memberships.c.contact_id)
-        )
+    for batch in batched(sorted(set(pairs)), BATCH_SIZE):
+        statement = delete(_memberships).returning(*key)
+        if _dialect(session) == "postgresql":
+            rows = [{"segment_id": segment_id, "contact_id": contact_id} for segment_id, contact_id in batch]
+            given = _json_rows(_memberships, rows)
+            statement = statement.where(key[0] == given.c.segment_id, key[1] == given.c.contact_id)
+        else:
+            statement = statement.where(tuple_(*key).in_(batch))
         removed.extend(session.execute(statement).tuples())
     return removed
 
@@ -241,10 +272,11 @@ def remove_memberships(session: Session, pairs: Iterable[tuple[int, str]]) -> li
 def memberships_of(session: Session, workspace_id: str, contact_ids: Iterable[str]) -> dict[str, set[int]]:
     """The segment ids each of ``contact_ids`` is a member of (contacts with none are left out)."""
     segments: dict[str, set[int]] = {}
-    for batch in _batched(set(contact_ids), BATCH_SIZE):
+    for batch in batched(set(contact_ids), BATCH_SIZE):
         rows = session.execute(
             select(_memberships.c.contact_id, _memberships.c.segment_id).where(
-                _memberships.c.workspace_id == workspace_id, _memberships.c.contact_id.in_(batch)
+                _memberships.c.workspace_id == workspace_id,
+                _among(session, _memberships.c.contact_id, batch),
             )
         )
         for contact_id, segment_id in rows.tuples():
@@ -334,14 +366,11 @@ def segment_name_taken(
     return bool(session.scalar(select(exists().where(condition))))
 
 
-SEGMENT_NAME_CONSTRAINT = "uq_segments_workspace_id_name_key"
-
-
 def is_duplicate_segment_name(error: IntegrityError) -> bool:
     """Whether ``error`` is the segment name rule's unique constraint failing."""
     diagnostics = getattr(error.orig, "diag", None)  # psycopg
     if diagnostics is not None:
-        return diagnostics.constraint_name == SEGMENT_NAME_CONSTRAINT
+        return bool(diagnostics.constraint_name == SEGMENT_NAME_CONSTRAINT)
     return "segments.workspace_id, segments.name_key" in str(error.orig)  # sqlite3
 
 
@@ -362,12 +391,13 @@ def claim_defaults(
     ]
     if not rows:
         return []
-    statement = (
-        _insert(session, _registry)
-        .on_conflict_do_nothing(index_elements=[_registry.c.workspace_id, _registry.c.default_key])
-        .returning(_registry.c.default_key)
-    )
-    return list(session.scalars(statement, rows))
+
+    def unless_recorded(insert: Insert) -> Executable:
+        return insert.on_conflict_do_nothing(
+            index_elements=[_registry.c.workspace_id, _registry.c.default_key]
+        ).returning(_registry.c.default_key)
+
+    return list(_bulk_insert(session, _registry, rows, unless_recorded).scalars())
 
 
 def link_default_segment(session: Session, workspace_id: str, default_key: str, segment_id: int) -> None:
@@ -394,44 +424,71 @@ def seeded_defaults(session: Session, workspace_id: str) -> dict[str, int | None
 
 def append_events(session: Session, events: Iterable[NewEvent]) -> list[str]:
     """Append events to the outbox, in order (``seq`` grows); return their new event ids."""
-    rows = [{"member_count": None, **event, "event_id": str(uuid.uuid4())} for event in events]
-    for batch in _batched(rows, BATCH_SIZE):
-        session.execute(_insert(session, _events), batch)
+    rows: list[dict[str, Any]] = [
+        {"member_count": None, **event, "event_id": str(uuid.uuid4())} for event in events
+    ]
+    for batch in batched(rows, BATCH_SIZE):
+        _bulk_insert(session, _events, batch)
     return [row["event_id"] for row in rows]
 
 
+def try_lock_delivery(session: Session, workspace_id: str) -> bool:
+    """Try to become the workspace's one deliverer until the transaction ends; return whether so.
+
+    One deliverer per workspace keeps each contact's events in order across workers. On
+    PostgreSQL this is a transaction-level advisory lock, which does not wait; on SQLite the
+    transaction already excludes every other writer, so it is always True.
+    """
+    if _dialect(session) != "postgresql":
+        return True
+    lock = func.pg_try_advisory_xact_lock(_DELIVERY_LOCK_CLASS, func.hashtext(workspace_id))
+    return bool(session.scalar(select(lock)))
+
+
 def fetch_undelivered_events(
-    session: Session, *, workspace_id: str | None = None, limit: int = BATCH_SIZE
+    session: Session, workspace_id: str, *, limit: int = BATCH_SIZE
 ) -> Sequence[MembershipEvent]:
-    """Undelivered events, oldest first, locked for delivery.
+    """The workspace's undelivered events, oldest first, locked for delivery.
 
     On PostgreSQL the rows stay locked until the transaction ends, and rows another transaction has
-    locked are skipped, so concurrent deliverers take disjoint batches. (Per-contact order across
-    deliverers is then the caller's concern: e.g. one deliverer per workspace.)
+    locked are skipped, so concurrent deliverers take disjoint batches. (To keep each contact's
+    events in order, deliver one workspace in one place at a time: :func:`try_lock_delivery`.)
     """
     statement = (
         select(MembershipEvent)
-        .where(MembershipEvent.delivered_at.is_(None))
+        .where(MembershipEvent.workspace_id == workspace_id, MembershipEvent.delivered_at.is_(None))
         .order_by(MembershipEvent.seq)
         .limit(limit)
         .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)  # fresh rows even if the session holds them
     )
-    if workspace_id is not None:
-        statement = statement.where(MembershipEvent.workspace_id == workspace_id)
     return session.scalars(statement).all()
+
+
+def workspaces_with_undelivered_events(session: Session) -> list[str]:
+    """The workspaces that have events waiting for delivery (from the undelivered index alone)."""
+    statement = (
+        select(MembershipEvent.workspace_id)
+        .where(MembershipEvent.delivered_at.is_(None))
+        .distinct()
+        .order_by(MembershipEvent.workspace_id)
+    )
+    return list(session.scalars(statement))
 
 
 def mark_events_delivered(session: Session, seqs: Iterable[int], *, now: float) -> None:
     """Record the events as delivered at ``now``."""
-    for batch in _batched(set(seqs), BATCH_SIZE):
-        session.execute(update(_events).where(_events.c.seq.in_(batch)).values(delivered_at=now))
+    for batch in batched(sorted(set(seqs)), BATCH_SIZE):
+        session.execute(update(_events).where(_among(session, _events.c.seq, batch)).values(delivered_at=now))
 
 
 def record_failed_delivery(session: Session, seqs: Iterable[int]) -> None:
     """Count one more failed delivery attempt of each event."""
-    for batch in _batched(set(seqs), BATCH_SIZE):
+    for batch in batched(sorted(set(seqs)), BATCH_SIZE):
         session.execute(
-            update(_events).where(_events.c.seq.in_(batch)).values(attempts=_events.c.attempts + 1)
+            update(_events)
+            .where(_among(session, _events.c.seq, batch))
+            .values(attempts=_events.c.attempts + 1)
         )
 
 
@@ -447,6 +504,7 @@ def list_events(
         .where(MembershipEvent.workspace_id == workspace_id)
         .order_by(MembershipEvent.seq)
         .limit(limit)
+        .execution_options(populate_existing=True)
     )
     if after_event_id is not None:
         after_seq = session.scalar(
@@ -463,7 +521,11 @@ def list_events(
 # --- helpers ----------------------------------------------------------------------------------
 
 _SNAPSHOT_FIELDS = frozenset(CONTACT_VIEW_FIELDS) | {"version"}
-_CONTACT_UPDATE_COLUMNS = (*(name for name in CONTACT_VIEW_FIELDS if name != "id"), "version", "updated_at")
+_CONTACT_UPDATE_COLUMNS = (
+    *(name for name in CONTACT_VIEW_FIELDS if name != "id"),
+    "version",
+    "updated_at",
+)
 
 
 def _contact_row(workspace_id: str, snapshot: Mapping[str, Any], now: float) -> dict[str, Any]:
@@ -479,17 +541,57 @@ def _contact_row(workspace_id: str, snapshot: Mapping[str, Any], now: float) -> 
     return row
 
 
-def _insert(session: Session, table: Table) -> postgresql.Insert | sqlite.Insert:
-    """An INSERT with the database's ``ON CONFLICT`` support."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(f"unsupported database: {dialect}")
+def insert_for(session: Session, table: Table) -> Insert:
+    """An INSERT into ``table`` in the session's dialect, which has ``on_conflict_do_*``."""
+    match _dialect(session):
+        case "postgresql":
+            return postgresql.insert(table)
+        case "sqlite":
+            return sqlite.insert(table)
+        case other:
+            raise NotImplementedError(f"unsupported database: {other}")
 
 
-def _batched(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
+def batched(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
+    """``items`` in lists of ``size`` (the last one shorter)."""
     iterator = iter(items)
     while batch := list(islice(iterator, size)):
         yield batch
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def _bulk_insert(
+    session: Session,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    finish: Callable[[Insert], Executable] = lambda insert: insert,
+) -> Result[Any]:
+    """INSERT ``rows`` (all with the same keys), ``finish`` adding ON CONFLICT, RETURNING etc.
+
+    PostgreSQL gets the rows as one JSON document (so values must be what the columns take, as
+    JSON); SQLite gets an executemany, which SQLAlchemy sends as multi-row VALUES.
+    """
+    insert = insert_for(session, table)
+    if _dialect(session) == "postgresql":
+        given = _json_rows(table, rows)
+        names = list(rows[0])
+        insert = insert.from_select(names, select(*(given.c[name] for name in names)))
+        return session.execute(finish(insert))
+    return session.execute(finish(insert), list(rows))
+
+
+def _json_rows(table: Table, rows: Sequence[Mapping[str, Any]]) -> TableValuedAlias:
+    """PostgreSQL: ``rows`` as a table (typed like ``table``'s columns), from one JSONB parameter."""
+    document = literal(list(rows), postgresql.JSONB)
+    columns = (column(name, table.c[name].type) for name in rows[0])
+    return func.jsonb_to_recordset(document).table_valued(*columns).render_derived("given", with_types=True)
+
+
+def _among(session: Session, column_: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:
+    """``column_ IN values``; on PostgreSQL ``= ANY(array)``, one parameter instead of many."""
+    if _dialect(session) == "postgresql":
+        return column_ == any_(literal(list(values), postgresql.ARRAY(column_.type)))
+    return column_.in_(values)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from alembic import command
@@ -55,13 +56,18 @@ from contact_segments.storage import (
     remove_memberships,
     seeded_defaults,
     segment_name_taken,
+    try_lock_delivery,
     upsert_contacts,
+    workspaces_with_undelivered_events,
 )
 
 NOW = 1_750_000_000.0
 WS = "ws-1"
 TABLES = {"workspaces", "contacts", "segments", "memberships", "membership_events", "default_registry"}
 RULE = {"!!": [{"var": "country"}]}
+POSTGRESQL_ONLY = pytest.mark.parametrize(
+    "backend", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
 
 
 class LimitReached(Exception):
@@ -69,7 +75,7 @@ class LimitReached(Exception):
 
 
 @pytest.fixture
-def session(session_factory: sessionmaker[Session]) -> Session:
+def session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
     with session_factory() as session:
         ensure_workspace(session, WS, name="Workspace one", now=NOW)
         session.commit()
@@ -86,7 +92,7 @@ def create_segment(session: Session, name: str, *, workspace_id: str = WS) -> Se
     return segment
 
 
-def entered(segment_id: int, contact_id: str, **overrides: Any) -> NewEvent:
+def entered(segment_id: int, contact_id: str | None, **overrides: Any) -> NewEvent:
     event: NewEvent = {
         "workspace_id": WS,
         "segment_id": segment_id,
@@ -96,7 +102,16 @@ def entered(segment_id: int, contact_id: str, **overrides: Any) -> NewEvent:
         "rule_version": 1,
         "occurred_at": NOW,
     }
-    return event | overrides  # type: ignore[return-value]
+    return cast(NewEvent, {**event, **overrides})
+
+
+def warm_engine(db_url: str, *, connections: int) -> Engine:
+    """An engine with ``connections`` already open, so threads start their transactions together."""
+    engine = make_engine(db_url, pool_size=connections)
+    opened = [engine.connect() for _ in range(connections)]
+    for connection in opened:
+        connection.close()  # back to the pool, still connected
+    return engine
 
 
 def run_concurrently(count: int, work: Callable[[int], object]) -> list[object]:
@@ -108,7 +123,7 @@ def run_concurrently(count: int, work: Callable[[int], object]) -> list[object]:
         barrier.wait()
         try:
             results[index] = work(index)
-        except Exception as error:  # noqa: BLE001 - the caller inspects it
+        except Exception as error:  # the caller inspects it
             results[index] = error
 
     threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
@@ -134,13 +149,13 @@ def test_postgresql_urls_use_psycopg_3(url: str) -> None:
     assert normalize_url(url).drivername == "postgresql+psycopg"
 
 
-def test_sqlite_connections_are_configured(tmp_path: Any) -> None:
+def test_sqlite_connections_are_configured(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
     with engine.connect() as connection:
         pragma = connection.exec_driver_sql
         assert pragma("PRAGMA journal_mode").scalar() == "wal"
         assert pragma("PRAGMA foreign_keys").scalar() == 1
-        assert pragma("PRAGMA busy_timeout").scalar() >= 5000
+        assert pragma("PRAGMA busy_timeout").scalar() == 10_000
     engine.dispose()
 
 
@@ -229,6 +244,20 @@ def test_upsert_thousands_in_one_call(session: Session) -> None:
     assert contact_versions(session, WS, ["c00000", "c00001", "missing"]) == {"c00000": 1, "c00001": 2}
 
 
+def test_concurrent_upserts_leave_the_newest_version(session: Session, db_url: str) -> None:
+    engine = warm_engine(db_url, connections=20)
+    sessions = make_session_factory(engine)
+
+    def store(version: int) -> list[str]:
+        with sessions.begin() as own:
+            return upsert_contacts(own, WS, [snapshot("c1", version, country=f"v{version}")], now=NOW)
+
+    run_concurrently(20, lambda index: store(1 + (index * 7) % 20))  # versions 1..20, shuffled
+    engine.dispose()
+    stored = session.get_one(Contact, (WS, "c1"))
+    assert (stored.version, stored.country) == (20, "v20")
+
+
 def test_upsert_rejects_unknown_fields(session: Session) -> None:
     with pytest.raises(ValueError, match="tag"):
         upsert_contacts(session, WS, [snapshot("c1", 1, tag=["oops"])], now=NOW)
@@ -250,7 +279,7 @@ def test_contact_views_have_every_view_field(session: Session) -> None:
         last_interacted_channel="whatsapp",
         channels=["whatsapp", "email"],
         tags=["vip", "promotion"],
-        created_at=NOW - 86400.5,
+        created_at=NOW / 3 + 0.1,  # every bit of a double survives the trip
         last_incoming_message_at=NOW - 60,
         last_outgoing_message_at=None,
         custom_fields={"plan": "gold", "seats": 3, "trial": False, "score": 1.5, "note": None},
@@ -289,16 +318,25 @@ def test_string_lists_round_trip(session: Session, backend: str, tags: list[str]
     assert (view["tags"], view["channels"]) == (tags, tags[::-1])
 
     stored_as = {
-        "postgresql": "SELECT pg_typeof(tags)::text FROM contacts",
-        "sqlite": "SELECT typeof(tags) || ':' || json_valid(tags) FROM contacts",
+        "postgresql": ("SELECT pg_typeof(tags)::text FROM contacts", "text[]"),
+        "sqlite": ("SELECT typeof(tags) || ' ' || json_valid(tags) FROM contacts", "text 1"),
     }
-    assert (
-        session.execute(text(stored_as[backend])).scalar()
-        == {
-            "postgresql": "text[]",
-            "sqlite": "text:1",
-        }[backend]
-    )
+    query, expected = stored_as[backend]
+    assert session.execute(text(query)).scalar() == expected
+
+
+def test_a_nullable_string_list_keeps_none_as_null(session: Session) -> None:
+    upsert_contacts(session, WS, [snapshot("c1", 1)], now=NOW)
+    contact = session.get_one(Contact, (WS, "c1"))
+    assert contact.pending_fields is None
+
+    contact.pending_fields = ["tags", "custom_fields.plan"]
+    session.flush()
+    assert session.scalar(select(Contact.pending_fields)) == ["tags", "custom_fields.plan"]
+
+    contact.pending_fields = None
+    session.flush()
+    assert session.scalar(select(func.count()).where(Contact.pending_fields.is_(None))) == 1
 
 
 def test_delete_contacts_returns_the_ids_that_existed(session: Session) -> None:
@@ -326,6 +364,21 @@ def test_memberships_report_what_actually_changed(session: Session) -> None:
     assert sorted(remove_memberships(session, [(a, "c1"), (a, "c3")])) == [(a, "c1")]
     assert remove_memberships(session, [(a, "c1")]) == []
     assert member_counts(session, WS) == {a: 1, b: 2}
+
+
+def test_concurrent_adds_of_a_membership_report_it_once(session: Session, db_url: str) -> None:
+    segment_id = create_segment(session, "A").id
+    session.commit()
+    engine = warm_engine(db_url, connections=10)
+    sessions = make_session_factory(engine)
+
+    def add(_: int) -> list[tuple[int, str]]:
+        with sessions.begin() as own:
+            return add_memberships(own, WS, [(segment_id, "c1")], since=NOW)
+
+    results = run_concurrently(10, add)
+    engine.dispose()
+    assert sorted(map(str, results)) == [str([(segment_id, "c1")])] + ["[]"] * 9
 
 
 def test_members_stream_in_stable_batches(session: Session) -> None:
@@ -390,7 +443,7 @@ def _prefill_segments(session: Session, count: int) -> None:
 
 def test_concurrent_creators_stop_at_exactly_the_limit(session: Session, db_url: str) -> None:
     _prefill_segments(session, MAX_SEGMENTS_PER_WORKSPACE - 10)
-    engine = make_engine(db_url, pool_size=20)
+    engine = warm_engine(db_url, connections=20)
     sessions = make_session_factory(engine)
 
     def create(index: int) -> int:
@@ -408,7 +461,7 @@ def test_concurrent_creators_stop_at_exactly_the_limit(session: Session, db_url:
 
 
 def test_concurrent_creators_of_one_name_leave_one_segment(session: Session, db_url: str) -> None:
-    engine = make_engine(db_url, pool_size=20)
+    engine = warm_engine(db_url, connections=20)
     sessions = make_session_factory(engine)
     spellings = ["VIP", "vip", " Vip ", "vIP\t"]
 
@@ -504,41 +557,43 @@ def test_events_keep_their_order(session: Session) -> None:
 def test_undelivered_events_are_fetched_in_order_until_delivered(session: Session) -> None:
     segment_id = create_segment(session, "A").id
     append_events(session, [entered(segment_id, f"c{i}") for i in range(5)])
-    built = {"contact_id": None, "kind": EventKind.BUILT, "cause": EventCause.BUILT, "member_count": 5}
-    append_events(session, [entered(segment_id, "", **built)])
+    built = {"kind": EventKind.BUILT, "cause": EventCause.BUILT, "member_count": 5}
+    append_events(session, [entered(segment_id, None, **built)])
     session.commit()
 
-    pending = fetch_undelivered_events(session, limit=3)
+    pending = fetch_undelivered_events(session, WS, limit=3)
     assert [event.contact_id for event in pending] == ["c0", "c1", "c2"]
     record_failed_delivery(session, [event.seq for event in pending])
     mark_events_delivered(session, [pending[0].seq], now=NOW + 5)
     session.commit()
 
-    pending = fetch_undelivered_events(session, workspace_id=WS)
+    pending = fetch_undelivered_events(session, WS)
     assert [event.contact_id for event in pending] == ["c1", "c2", "c3", "c4", None]
     assert [event.attempts for event in pending] == [1, 1, 0, 0, 0]
     assert (pending[-1].kind, pending[-1].member_count) == ("built", 5)
-    assert fetch_undelivered_events(session, workspace_id="other") == []
+    assert fetch_undelivered_events(session, "other") == []
+    assert workspaces_with_undelivered_events(session) == [WS]
+    mark_events_delivered(session, [event.seq for event in pending], now=NOW + 6)
+    assert workspaces_with_undelivered_events(session) == []
 
 
 def test_only_built_events_have_no_contact(session: Session) -> None:
     segment_id = create_segment(session, "A").id
     with pytest.raises(IntegrityError):
-        append_events(session, [entered(segment_id, None)])  # type: ignore[arg-type]
+        append_events(session, [entered(segment_id, None)])
 
 
+@POSTGRESQL_ONLY  # SKIP LOCKED; SQLite serialises transactions
 def test_concurrent_deliverers_take_disjoint_batches(
-    session: Session, session_factory: sessionmaker[Session], backend: str
+    session: Session, session_factory: sessionmaker[Session]
 ) -> None:
-    if backend != "postgresql":
-        pytest.skip("SKIP LOCKED is PostgreSQL's; SQLite serialises transactions")
     segment_id = create_segment(session, "A").id
     append_events(session, [entered(segment_id, f"c{i}") for i in range(10)])
     session.commit()
 
     with session_factory() as first, session_factory() as second:
-        taken = [event.contact_id for event in fetch_undelivered_events(first, limit=4)]
-        skipped_to = [event.contact_id for event in fetch_undelivered_events(second, limit=4)]
+        taken = [event.contact_id for event in fetch_undelivered_events(first, WS, limit=4)]
+        skipped_to = [event.contact_id for event in fetch_undelivered_events(second, WS, limit=4)]
         first.rollback()
         second.rollback()
     assert taken == ["c0", "c1", "c2", "c3"]
@@ -569,3 +624,14 @@ def test_tick_windows_cover_time_once(session: Session) -> None:
     later = open_tick_window(session, WS, NOW + 3 * 86400)
     assert later is not None and (later.start, later.end) == (NOW, NOW + 3 * 86400)
     assert open_tick_window(session, "no-such-workspace", NOW) is None
+
+
+@POSTGRESQL_ONLY  # on SQLite the transaction itself excludes other deliverers
+def test_one_deliverer_per_workspace(session_factory: sessionmaker[Session]) -> None:
+    with session_factory() as first, session_factory() as second:
+        assert try_lock_delivery(first, WS)
+        assert try_lock_delivery(first, WS)  # re-entrant within its transaction
+        assert not try_lock_delivery(second, WS)
+        assert try_lock_delivery(second, "ws-2")
+        first.rollback()  # the lock ends with the transaction
+        assert try_lock_delivery(second, WS)

@@ -6,8 +6,10 @@
 //   stdout: its results, in order  [{"ok": value} | {"error": message}, ...]
 // A line that is not a batch gets {"fatal": message} instead of a list; the process keeps serving.
 //
-// Results go through JSON.stringify, so NaN and +-Infinity arrive as null and -0 as 0; a top-level
-// undefined is sent as null too. The Python client normalises its own values the same way.
+// Results are written as JSON, except that NaN, Infinity and -Infinity are written as those bare words
+// (which Python's json module reads as floats): JSON.stringify would turn them into null, and then a
+// NaN or -Infinity that should have been null, or the reverse, would pass unseen. As in JSON, -0 is
+// written 0, undefined in an array null, and an object property that is undefined is left out.
 "use strict";
 
 const readline = require("readline");
@@ -16,6 +18,21 @@ const jsonLogic = require("json-logic-js");
 // The `log` operator prints with console.log, which would corrupt the protocol on stdout.
 console.log = function () {};
 
+function encode(value) {
+  if (typeof value === "number") {
+    return Number.isFinite(value) ? JSON.stringify(value) : String(value);
+  }
+  if (Array.isArray(value)) {
+    return "[" + value.map(encode).join(",") + "]";
+  }
+  if (value !== null && typeof value === "object") {
+    const members = Object.keys(value).filter((key) => value[key] !== undefined);
+    return "{" + members.map((key) => JSON.stringify(key) + ":" + encode(value[key])).join(",") + "}";
+  }
+  const text = JSON.stringify(value); // string, boolean, null; undefined gives undefined
+  return text === undefined ? "null" : text;
+}
+
 function evaluate([rule, data]) {
   let value;
   try {
@@ -23,11 +40,7 @@ function evaluate([rule, data]) {
   } catch (err) {
     return JSON.stringify({ error: String(err && err.message ? err.message : err) });
   }
-  try {
-    return JSON.stringify({ ok: value === undefined ? null : value });
-  } catch (err) {
-    return JSON.stringify({ error: "oracle: result is not JSON: " + String(err && err.message) });
-  }
+  return '{"ok":' + encode(value) + "}";
 }
 
 function answer(line) {

@@ -6,14 +6,15 @@ compare our evaluators with it. One node process serves many batches over pipes:
     with JsOracle() as js:
         results = js.evaluate([(rule, data), ...])   # [JsResult(value=...) | JsResult(error=...)]
 
-Results cross the pipe as JSON, so NaN and +-Infinity arrive as ``None``. Before comparing, pass our own
-values through :func:`normalise`, then compare with :func:`same_value`, which keeps ``True`` apart from ``1``.
+Results cross the pipe as JSON, with NaN and +-Infinity kept (as the bare words Python's json module
+reads): a NaN where the reference has null is a difference. Before comparing, pass our own values
+through :func:`normalise` (JSON types only), then compare with :func:`same_value`, which keeps ``True``
+apart from ``1`` and takes NaN as equal to NaN.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -47,14 +48,14 @@ class JsResult:
 
 
 def find_node() -> str | None:
-    """The node executable: ``$SEGMENTS_NODE`` if set, else ``node`` on PATH."""
-    return os.environ.get("SEGMENTS_NODE") or shutil.which("node")
+    """The node executable: ``$SEGMENTS_NODE`` (a name or a path) if set, else ``node`` on PATH."""
+    return shutil.which(os.environ.get("SEGMENTS_NODE") or "node")
 
 
 def unavailable_reason() -> str | None:
     """Why the oracle cannot run here, or ``None`` when node and the pinned json-logic-js are installed."""
     if find_node() is None:
-        return "node is not on PATH (or set SEGMENTS_NODE): the json-logic-js oracle cannot run"
+        return "node is not on PATH (or SEGMENTS_NODE): the json-logic-js oracle cannot run"
     manifest = ORACLE_DIR / "node_modules" / "json-logic-js" / "package.json"
     if not manifest.is_file():
         return f"json-logic-js is not installed for the oracle: run `{INSTALL_HINT}`"
@@ -107,7 +108,7 @@ class JsOracle:
             raise OracleError(f"lost the oracle: {exc}{self._exit_details()}") from exc
         if not reply:
             raise OracleError(f"the oracle closed its output{self._exit_details()}")
-        answer = json.loads(reply, parse_int=_js_integer)
+        answer = json.loads(reply, parse_int=_js_integer)  # NaN and Infinity: json reads them as floats
         if not isinstance(answer, list):
             raise OracleError(f"the oracle refused the batch: {answer}")
         if len(answer) != len(batch):
@@ -149,17 +150,15 @@ def _js_integer(text: str) -> int | float:
 
 
 def normalise(value: Any) -> Any:
-    """Our value as it reaches us from the oracle: JSON types only, NaN and +-Infinity as None.
+    """Our value as it reaches us from the oracle: JSON types, plus the non-finite floats.
 
-    Tuples become lists; ``-0.0`` becomes ``0``. Anything that is not a JSON value raises TypeError, so
-    an evaluator that leaks an internal type is caught rather than compared loosely.
+    Tuples become lists; ``-0.0`` becomes ``0.0`` (JSON writes -0 as 0). Anything that is not a JSON
+    value raises TypeError, so an evaluator that leaks an internal type is caught, not compared loosely.
     """
     match value:
         case None | bool() | str() | int():
             return value
         case float():
-            if not math.isfinite(value):
-                return None
             return value + 0.0  # -0.0 + 0.0 == 0.0
         case list() | tuple():
             return [normalise(item) for item in value]
@@ -175,11 +174,12 @@ def _key(key: object) -> str:
 
 
 def same_value(a: Any, b: Any) -> bool:
-    """Structural equality of JSON values: numbers by value (1 == 1.0), but booleans only equal booleans."""
+    """Structural equality of JSON values: numbers by value (1 == 1.0, NaN == NaN), booleans only
+    equal to booleans (``True != 1``)."""
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
     if isinstance(a, int | float) or isinstance(b, int | float):
-        return isinstance(a, int | float) and isinstance(b, int | float) and a == b
+        return isinstance(a, int | float) and isinstance(b, int | float) and (a == b or (a != a and b != b))
     if isinstance(a, Sequence) and not isinstance(a, str):
         return (
             isinstance(b, Sequence)

@@ -5,6 +5,10 @@ exactly one key, a known operator and a fitting arity), nest to a bounded depth,
 that the data is likely to hold. The values lean on JavaScript's awkward corners: null, ``""``,
 ``[]``, numeric strings (``" 2 "``, ``"1e3"``, ``"0x10"``, ``"-0"``), booleans, ``-0.0``, floats that
 print in exponent form, and characters outside the BMP (JavaScript strings count UTF-16 units).
+
+Entry points: ``operations(depth)`` for whole rules, ``data_objects()`` for the documents they read.
+Inside ``filter``, ``map``, ``all``, ``some`` and ``none`` a rule reads an element of the array, and
+inside ``reduce`` the ``{"current", "accumulator"}`` pair: :class:`Scope` picks the variables to match.
 """
 
 from __future__ import annotations
@@ -105,14 +109,14 @@ def paths(scope: Scope) -> SearchStrategy[Any]:
     """Arguments of ``var`` and keys of ``missing``: dotted strings, indexes, and the whole-data forms."""
     key = st.sampled_from(KEYS)
     segment = key | st.sampled_from(ODD_SEGMENTS)
-    common = st.one_of(key, key, _dotted(key), _dotted(segment), st.sampled_from([0, 1, -1, 1.5]))
+    into_data = st.one_of(key, key, _dotted(key), _dotted(segment), st.sampled_from([0, 1, -1, 1.5]))
     if scope is Scope.ELEMENT:
         element = st.sampled_from(["", None, "0", "length", *RECORD_KEYS])
-        return st.one_of(st.just(""), element, element, common)
+        return st.one_of(element, element, into_data)
     if scope is Scope.REDUCE:
         pair = st.sampled_from(["current", "accumulator"])
-        return st.one_of(pair, st.tuples(pair, _dotted(segment)).map(".".join), st.just(""), common)
-    return st.one_of(common, common, common, common, st.sampled_from(["", None]))
+        return st.one_of(pair, st.tuples(pair, _dotted(segment)).map(".".join), st.just(""), into_data)
+    return st.one_of(into_data, into_data, into_data, into_data, st.sampled_from(["", None]))
 
 
 # ----------------------------------------------------------------------------- rules
@@ -140,11 +144,17 @@ def _fixed(*children: SearchStrategy[Any]) -> SearchStrategy[list[Any]]:
 
 @cache
 def rules(depth: int = 3, scope: Scope = Scope.DATA) -> SearchStrategy[Any]:
-    """A rule: half the time a literal or a variable, otherwise an operation of at most ``depth`` levels."""
+    """A rule: a literal, a variable, an operation of at most ``depth`` levels or an array of rules."""
     if depth <= 0:
         return leaves(scope)
     # deferred: keeps the strategy's repr short (Hypothesis would spell out the whole tree).
-    return st.deferred(lambda: st.one_of(leaves(scope), operations(depth, scope)))
+    return st.deferred(
+        lambda: st.one_of(
+            leaves(scope),
+            operations(depth, scope),
+            st.lists(rules(depth - 1, scope), max_size=3),  # an array of rules evaluates each
+        )
+    )
 
 
 @cache

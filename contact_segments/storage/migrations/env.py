@@ -20,8 +20,8 @@ def run_migrations(connection: Connection) -> None:
 
     def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
         """Leave out what the models mark as another dialect's (``postgresql_only``)."""
-        info = getattr(obj, "info", {})
-        return info.get("dialect", dialect) == dialect
+        only_on: str = getattr(obj, "info", {}).get("dialect", dialect)
+        return only_on == dialect
 
     context.configure(
         connection=connection,

@@ -57,6 +57,7 @@ def upgrade() -> None:
         sa.Column("last_outgoing_message_at", sa.Double(), nullable=True),
         sa.Column("custom_fields", json_document, nullable=False),
         sa.Column("updated_at", sa.Double(), nullable=False),
+        sa.Column("pending_fields", string_list, nullable=True),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
             ["workspaces.id"],
@@ -145,7 +146,7 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_membership_events_undelivered"),
         "membership_events",
-        ["seq"],
+        ["workspace_id", "seq"],
         postgresql_where=sa.text("delivered_at IS NULL"),
         sqlite_where=sa.text("delivered_at IS NULL"),
     )

@@ -1,0 +1,47 @@
+"""Work that follows a committed change, as plain data.
+
+A service operation commits its own change, then returns the follow-up work as commands; the
+caller hands them to a dispatcher: :class:`InlineDispatcher` runs them in the calling process
+(the embedded default), the Celery dispatcher of :mod:`contact_segments.tasks` sends each to a
+worker.  Every command carries ids plus a version or watermark, so a stale one is a no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class RebuildSegment:
+    """Rebuild a segment set-wise; stale once the segment's rule version has moved past this one."""
+
+    workspace_id: str
+    segment_id: int
+    rule_version: int
+    first_build: bool = False
+
+
+@dataclass(frozen=True)
+class EvaluateContacts:
+    """Evaluate contacts whose newest snapshot is at least ``versions[id]`` (older: stale)."""
+
+    workspace_id: str
+    versions: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class DeliverEvents:
+    """Deliver the workspace's undelivered events to the host."""
+
+    workspace_id: str
+
+
+Command = RebuildSegment | EvaluateContacts | DeliverEvents
+
+
+class Dispatcher(Protocol):
+    """Runs or sends the follow-up work of a committed change."""
+
+    def dispatch(self, commands: Iterable[Command]) -> None: ...

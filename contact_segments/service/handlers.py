@@ -1,0 +1,74 @@
+"""Handlers: one plain function per command, and the inline dispatcher that runs them.
+
+The inline dispatcher is the embedded default: follow-up work runs in the calling process right
+after the commit that asked for it.  The Celery dispatcher (:mod:`contact_segments.tasks`) sends
+the same commands to workers, which call the same handlers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..storage import EventCause
+from .commands import Command, DeliverEvents, EvaluateContacts, RebuildSegment
+from .contacts import evaluate_pending
+from .events import Deliver, deliver_events
+from .segments import rebuild_segment
+from .uow import UnitOfWork
+
+Clock = Callable[[], float]
+
+
+def handle_rebuild(uow: UnitOfWork, command: RebuildSegment, *, now: float) -> None:
+    result = rebuild_segment(
+        uow,
+        command.workspace_id,
+        command.segment_id,
+        rule_version=command.rule_version,
+        now=now,
+        cause=EventCause.RULE_EDITED,
+        first_build=command.first_build,
+    )
+    if not result.stale and uow.dispatcher is not None:
+        uow.dispatcher.dispatch([DeliverEvents(command.workspace_id)])
+
+
+def handle_evaluate(uow: UnitOfWork, command: EvaluateContacts, *, now: float) -> None:
+    evaluate_pending(uow, command.workspace_id, dict(command.versions), now=now)
+
+
+def handle_deliver(uow: UnitOfWork, command: DeliverEvents, *, now: float, deliver: Deliver | None) -> None:
+    if deliver is not None:
+        deliver_events(uow, command.workspace_id, deliver, now=now)
+
+
+@dataclass
+class InlineDispatcher:
+    """Runs each command in this process, right away, each in its own transactions.
+
+    ``deliver`` receives event batches (the host's hook); without it events stay in the outbox
+    for ``segments events`` to show.  ``clock`` gives the instant work is done at (the CLI's
+    ``--now`` fixes it).
+    """
+
+    session_factory: sessionmaker[Session]
+    clock: Clock = time.time
+    deliver: Deliver | None = None
+
+    def unit_of_work(self) -> UnitOfWork:
+        return UnitOfWork(self.session_factory, self)
+
+    def dispatch(self, commands: Iterable[Command]) -> None:
+        for command in commands:
+            uow, now = self.unit_of_work(), self.clock()
+            match command:
+                case RebuildSegment():
+                    handle_rebuild(uow, command, now=now)
+                case EvaluateContacts():
+                    handle_evaluate(uow, command, now=now)
+                case DeliverEvents():
+                    handle_deliver(uow, command, now=now, deliver=self.deliver)

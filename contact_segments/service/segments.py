@@ -1,0 +1,375 @@
+"""Segment operations: create, edit (or save as new), rename, delete, list, members, rebuild.
+
+Each operation is a plain function over a :class:`~.uow.UnitOfWork`.  Product rules live here:
+names are unique in a workspace after trimming and case-folding, a workspace holds at most 500
+segments (both enforced by the database, so concurrent requests cannot break them), a rule
+arrives as JSONLogic or as editor conditions and is validated and normalised before it is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from marshmallow import ValidationError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from ..rules import RuleError
+from ..rules.conditions import conditions_to_rule, filter_count, rule_to_conditions
+from ..rules.sql import rule_to_sql
+from ..rules.validation import validate_segment_rule
+from ..storage import MAX_SEGMENTS_PER_WORKSPACE, EventCause, Segment, Workspace, contact_view_columns
+from ..storage import queries as q
+from ..storage import setwise
+from .commands import RebuildSegment
+from .errors import DuplicateName, InvalidInput, LimitReached, NotFound
+from .membership import Diff, built_event, rebuild_batch
+from .uow import UnitOfWork
+
+MAX_NAME_LENGTH = 100
+REBUILD_BATCH_SIZE = 50_000
+
+
+@dataclass(frozen=True)
+class SegmentView:
+    """A segment as the host shows it: its definition, member count and filter badge."""
+
+    id: int
+    workspace_id: str
+    name: str
+    description: str
+    rule: Any
+    conditions: Any
+    is_default: bool
+    rule_version: int
+    filter_count: int
+    member_count: int
+    created_at: float
+    updated_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RuleInput:
+    """A rule as given: JSONLogic, or editor conditions (a group), never both."""
+
+    rule: Any = None
+    conditions: Any = None
+
+
+def _view(segment: Segment, member_count: int) -> SegmentView:
+    return SegmentView(
+        id=segment.id,
+        workspace_id=segment.workspace_id,
+        name=segment.name,
+        description=segment.description,
+        rule=segment.rule,
+        conditions=segment.conditions,
+        is_default=segment.is_default,
+        rule_version=segment.rule_version,
+        filter_count=filter_count(segment.rule),
+        member_count=member_count,
+        created_at=segment.created_at,
+        updated_at=segment.updated_at,
+    )
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def clean_name(name: Any) -> str:
+    """The name to store: trimmed; non-empty, at most 100 characters, no control characters."""
+    if not isinstance(name, str):
+        raise InvalidInput("a segment name must be a string")
+    cleaned = name.strip()
+    if not cleaned:
+        raise InvalidInput("a segment name must not be empty")
+    if len(cleaned) > MAX_NAME_LENGTH:
+        raise InvalidInput(f"a segment name has at most {MAX_NAME_LENGTH} characters, this one {len(cleaned)}")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in cleaned):
+        raise InvalidInput("a segment name must not contain control characters")
+    return cleaned
+
+
+def resolve_rule(given: RuleInput, timezone: str) -> tuple[Any, Any]:
+    """Validate and normalise a rule; return it with its editor conditions (None if it has none).
+
+    Raises :class:`InvalidInput` with every problem keyed by JSON path.
+    """
+    if (given.rule is None) == (given.conditions is None):
+        raise InvalidInput("give a segment either a JSONLogic rule or conditions, not both or neither")
+    try:
+        if given.conditions is not None:
+            rule = validate_segment_rule(conditions_to_rule(given.conditions, timezone))
+        else:
+            rule = validate_segment_rule(given.rule)
+    except ValidationError as error:
+        raise InvalidInput("invalid segment rule", _messages(error.messages)) from None
+    except RuleError as error:
+        raise InvalidInput("invalid segment rule", error.messages) from None
+    conditions = rule_to_conditions(rule)
+    return rule, (None if _is_advanced(conditions) else conditions)
+
+
+def _messages(messages: Any) -> Mapping[str, Any]:
+    return messages if isinstance(messages, Mapping) else {"$": messages}
+
+
+def _is_advanced(group: Any) -> bool:
+    """Whether the editor can only show the rule as raw JSONLogic."""
+    items = group.get("conditions", []) if isinstance(group, Mapping) else []
+    return len(items) == 1 and isinstance(items[0], Mapping) and items[0].get("category") == "advanced"
+
+
+# --------------------------------------------------------------------------- lookups
+
+
+def get_workspace(uow: UnitOfWork, workspace_id: str, *, lock: bool = False) -> Workspace:
+    statement = select(Workspace).where(Workspace.id == workspace_id)
+    workspace = uow.session.scalar(statement.with_for_update() if lock else statement)
+    if workspace is None:
+        raise NotFound("workspace", workspace_id)
+    return workspace
+
+
+def get_segment(uow: UnitOfWork, workspace_id: str, segment_id: Any, *, lock: bool = False) -> Segment:
+    """The segment with this id in this workspace; an id of another workspace is not found."""
+    try:
+        ident = int(segment_id)
+    except (TypeError, ValueError):
+        raise NotFound("segment", segment_id, workspace_id) from None
+    statement = select(Segment).where(Segment.id == ident, Segment.workspace_id == workspace_id)
+    segment = uow.session.scalar(statement.with_for_update() if lock else statement)
+    if segment is None:
+        raise NotFound("segment", segment_id, workspace_id)
+    return segment
+
+
+def _member_count(uow: UnitOfWork, segment: Segment) -> int:
+    return q.member_counts(uow.session, segment.workspace_id).get(segment.id, 0)
+
+
+# --------------------------------------------------------------------------- operations
+
+
+def create_segment(
+    uow: UnitOfWork,
+    workspace_id: str,
+    *,
+    name: str,
+    rule: RuleInput,
+    now: float,
+    description: str = "",
+    default_key: str | None = None,
+) -> SegmentView:
+    """Create a segment and schedule its first build (one "built" event, no flood of entries)."""
+    cleaned = clean_name(name)
+    with uow:
+        workspace = get_workspace(uow, workspace_id)
+        normalised, conditions = resolve_rule(rule, workspace.timezone)
+        segment = _insert_segment(
+            uow, workspace_id, cleaned, normalised, conditions, description, now, default_key=default_key
+        )
+        uow.add_command(RebuildSegment(workspace_id, segment.id, segment.rule_version, first_build=True))
+        uow.commit()
+        segment_id = segment.id
+    return segment_view(uow, workspace_id, segment_id)
+
+
+def _insert_segment(
+    uow: UnitOfWork,
+    workspace_id: str,
+    name: str,
+    rule: Any,
+    conditions: Any,
+    description: str,
+    now: float,
+    *,
+    default_key: str | None = None,
+) -> Segment:
+    """Insert a segment in the current transaction, claiming one of the workspace's 500 slots."""
+    if q.segment_name_taken(uow.session, workspace_id, name):
+        raise DuplicateName(name)
+    if q.claim_segment_slot(uow.session, workspace_id) is None:
+        raise LimitReached(MAX_SEGMENTS_PER_WORKSPACE)
+    segment = Segment(
+        workspace_id=workspace_id,
+        name=name,
+        description=description,
+        rule=rule,
+        conditions=conditions,
+        is_default=default_key is not None,
+        default_key=default_key,
+        rule_version=1,
+        created_at=now,
+        updated_at=now,
+    )
+    uow.session.add(segment)
+    try:
+        uow.session.flush()
+    except IntegrityError as error:
+        if q.is_duplicate_segment_name(error):
+            raise DuplicateName(name) from None
+        raise
+    return segment
+
+
+def edit_segment(
+    uow: UnitOfWork, workspace_id: str, segment_id: Any, *, rule: RuleInput, now: float
+) -> SegmentView:
+    """Replace a segment's rule: the rule version goes up and a rebuild follows, with an event
+    (cause "rule_edited") for each contact that enters or exits.  The same rule changes nothing."""
+    with uow:
+        workspace = get_workspace(uow, workspace_id)
+        segment = get_segment(uow, workspace_id, segment_id, lock=True)
+        normalised, conditions = resolve_rule(rule, workspace.timezone)
+        if normalised != segment.rule or conditions != segment.conditions:
+            segment.rule, segment.conditions = normalised, conditions
+            segment.rule_version += 1
+            segment.updated_at = now
+            uow.add_command(RebuildSegment(workspace_id, segment.id, segment.rule_version))
+        uow.commit()
+    return segment_view(uow, workspace_id, segment.id)
+
+
+def save_as_new(
+    uow: UnitOfWork, workspace_id: str, segment_id: Any, *, name: str, rule: RuleInput | None, now: float
+) -> SegmentView:
+    """Create a new segment from an existing one's (possibly edited) rule; the original stays."""
+    with uow:
+        original = get_segment(uow, workspace_id, segment_id)
+        given = rule if rule is not None else RuleInput(rule=original.rule)
+        description = original.description
+    return create_segment(uow, workspace_id, name=name, rule=given, now=now, description=description)
+
+
+def rename_segment(uow: UnitOfWork, workspace_id: str, segment_id: Any, *, name: str, now: float) -> SegmentView:
+    """Rename a segment; its id, rule and members stay."""
+    cleaned = clean_name(name)
+    with uow:
+        segment = get_segment(uow, workspace_id, segment_id, lock=True)
+        if q.segment_name_taken(uow.session, workspace_id, cleaned, exclude_segment_id=segment.id):
+            raise DuplicateName(cleaned)
+        segment.name = cleaned
+        segment.updated_at = now
+        try:
+            uow.session.flush()
+        except IntegrityError as error:
+            if q.is_duplicate_segment_name(error):
+                raise DuplicateName(cleaned) from None
+            raise
+        uow.commit()
+    return segment_view(uow, workspace_id, segment.id)
+
+
+def delete_segment(uow: UnitOfWork, workspace_id: str, segment_id: Any) -> None:
+    """Delete a segment for good: its memberships and undelivered events go with it (cascade),
+    and its pending rebuilds find no segment and stop."""
+    with uow:
+        segment = get_segment(uow, workspace_id, segment_id, lock=True)
+        uow.session.delete(segment)
+        uow.session.flush()
+        q.release_segment_slot(uow.session, workspace_id)
+        uow.commit()
+
+
+def segment_view(uow: UnitOfWork, workspace_id: str, segment_id: Any) -> SegmentView:
+    with uow:
+        segment = get_segment(uow, workspace_id, segment_id)
+        return _view(segment, _member_count(uow, segment))
+
+
+def list_segments(uow: UnitOfWork, workspace_id: str) -> list[SegmentView]:
+    """The workspace's segments, oldest first, each with its member count and filter count."""
+    with uow:
+        get_workspace(uow, workspace_id)
+        counts = q.member_counts(uow.session, workspace_id)
+        return [_view(s, counts.get(s.id, 0)) for s in q.list_segments(uow.session, workspace_id)]
+
+
+def iter_members(uow: UnitOfWork, workspace_id: str, segment_id: Any, *, batch_size: int = 1000) -> Iterator[list[str]]:
+    """A segment's member ids in batches, in stable (contact id) order: a broadcast's audience."""
+    with uow:
+        segment = get_segment(uow, workspace_id, segment_id)
+        yield from q.iter_member_ids(uow.session, segment.id, batch_size=batch_size)
+
+
+# --------------------------------------------------------------------------- rebuilds
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    segment_id: int
+    entered: int
+    exited: int
+    member_count: int
+    stale: bool = False
+
+
+def rebuild_segment(
+    uow: UnitOfWork,
+    workspace_id: str,
+    segment_id: int,
+    *,
+    rule_version: int | None = None,
+    now: float,
+    cause: EventCause = EventCause.RULE_EDITED,
+    first_build: bool = False,
+    batch_size: int = REBUILD_BATCH_SIZE,
+    progress: Any = None,
+) -> RebuildResult:
+    """Rebuild a segment set-wise in SQL, one transaction per batch of contact ids.
+
+    Each batch locks the segment row and checks its rule version first: once the rule has moved
+    past ``rule_version`` (or the segment is gone) the rebuild stops and reports itself stale.
+    A first build writes one "built" event with the member count instead of per-contact events.
+    """
+    with uow:
+        bounds = setwise.contact_id_bounds(uow.session, workspace_id, batch_size)
+    total = Diff()
+    after: str | None = None
+    for upto in bounds:
+        with uow:
+            try:
+                segment = get_segment(uow, workspace_id, segment_id, lock=True)
+            except NotFound:
+                return RebuildResult(segment_id, len(total.entered), len(total.exited), 0, stale=True)
+            if rule_version is not None and segment.rule_version != rule_version:
+                return RebuildResult(segment_id, len(total.entered), len(total.exited), 0, stale=True)
+            total.extend(
+                rebuild_batch(uow.session, segment, after=after, upto=upto, now=now, cause=cause, events=not first_build)
+            )
+            if upto is None and first_build:
+                count = _member_count(uow, segment)
+                q.append_events(uow.session, [built_event(segment, count, now)])
+            uow.commit()
+        if progress is not None:
+            progress(1)
+        after = upto
+    with uow:
+        segment = get_segment(uow, workspace_id, segment_id)
+        count = _member_count(uow, segment)
+    return RebuildResult(segment_id, len(total.entered), len(total.exited), count)
+
+
+def preview_rule(
+    uow: UnitOfWork, workspace_id: str, rule: RuleInput, *, segment_id: Any = None, now: float
+) -> dict[str, int]:
+    """What a rule would do, computed in SQL without writing: its member count, and for an
+    existing segment how many contacts would enter and exit."""
+    with uow:
+        workspace = get_workspace(uow, workspace_id)
+        normalised, _ = resolve_rule(rule, workspace.timezone)
+        condition = rule_to_sql(normalised, contact_view_columns(), now=now)
+        preview = {"member_count": setwise.count_matching(uow.session, workspace_id, condition)}
+        if segment_id is not None:
+            segment = get_segment(uow, workspace_id, segment_id)
+            entering, exiting = setwise.count_difference(
+                uow.session, segment_id=segment.id, workspace_id=workspace_id, condition=condition
+            )
+            preview |= {"would_enter": entering, "would_exit": exiting}
+        return preview

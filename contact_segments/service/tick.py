@@ -1,0 +1,71 @@
+"""The tick: apply every time-based flip since the last tick, and only those.
+
+"Contacts created <7 days ago" loses a contact at ``created_at + 7 days`` exactly, without the
+contact changing.  For each segment whose rule reads ``now``, the rules layer lists its
+comparisons of a timestamp with ``now ± N`` (:func:`~..rules.analysis.time_thresholds`); each
+can change value between two instants only for contacts whose timestamp lies in a window of the
+same width, which an index range query finds.  Those contacts alone are re-evaluated, so a tick
+costs what the flips cost, not what the contacts cost.
+
+The workspace's watermark (``last_tick_at``) moves in the tick's transaction, under the
+workspace row's lock: ticks of a workspace run one after another, a missed beat is caught up by
+the next tick's wider window, and no window is covered twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..rules.analysis import depends_on_now, time_thresholds
+from ..storage import EventCause
+from ..storage import queries as q
+from ..storage import setwise
+from .commands import DeliverEvents
+from .membership import Diff, evaluate_contacts, rebuild_batch
+from .uow import UnitOfWork
+
+
+@dataclass(frozen=True)
+class TickResult:
+    workspace_id: str
+    start: float | None
+    end: float
+    candidates: int
+    entered: int
+    exited: int
+    skipped: bool = False
+
+
+def tick(uow: UnitOfWork, workspace_id: str, *, now: float) -> TickResult:
+    """Apply the flips of ``(last tick, now]`` to the workspace's time-relative segments."""
+    with uow:
+        window = q.open_tick_window(uow.session, workspace_id, now)
+        if window is None:
+            return TickResult(workspace_id, None, now, 0, 0, 0, skipped=True)
+        diff, candidates = Diff(), 0
+        for segment in q.list_segments(uow.session, workspace_id):
+            if not depends_on_now(segment.rule):
+                continue
+            thresholds = time_thresholds(segment.rule)
+            if window.start is None or not thresholds:
+                # No watermark yet, or a rule whose clock use has no index window: reconcile in SQL.
+                diff.extend(rebuild_batch(uow.session, segment, after=None, upto=None, now=now, cause=EventCause.TIME_PASSED))
+                continue
+            ids: set[str] = set()
+            for threshold in thresholds:
+                span = threshold.window(window.start, now)
+                ids.update(
+                    setwise.contacts_in_time_window(
+                        uow.session, workspace_id, span.field, span.low, span.high, include_low=span.low_inclusive
+                    )
+                )
+                if span.contains(None):
+                    ids.update(setwise.contacts_with_null(uow.session, workspace_id, span.field))
+            candidates += len(ids)
+            diff.extend(
+                evaluate_contacts(uow.session, workspace_id, ids, now=now, cause=EventCause.TIME_PASSED, segments=[segment])
+            )
+        if diff:
+            uow.add_command(DeliverEvents(workspace_id))
+        uow.commit()
+    return TickResult(workspace_id, window.start, now, candidates, len(diff.entered), len(diff.exited))
