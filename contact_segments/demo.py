@@ -125,7 +125,7 @@ def run_demo(rt: Runtime, *, contact_count: int, seed: int) -> None:
     console.print(f"  {len(events):,} events: " + ", ".join(f"{n:,} {k}" for k, n in sorted(kinds.items())))
     for event in events[-5:]:
         who = event.contact_id or f"{event.member_count} members"
-        console.print(f"  {event.event_id}  {event.kind:<8} {names[event.segment_id]!r:<34} {who} ({event.cause})")
+        console.print(f"  {event.event_id[:8]}  {event.kind:<8} {names[event.segment_id]!r:<30} {who} ({event.cause})")
     click.echo(f"\nTry: segments --now {iso(later)} segment explain -w {WORKSPACE} {promo.id} {target['id']}")
 
 

@@ -690,8 +690,11 @@ def _tidy(node: Any) -> Any:
         and isinstance(args[1], str)
         and _field(args[0], FieldType.STRING)
     ):
-        return {f"{op}=": args}
+        return {_STRICT[op]: args}
     return node
+
+
+_STRICT = {"==": "===", "!=": "!=="}
 
 
 def _split(node: Any) -> tuple[str, list[Any]] | None:
@@ -729,9 +732,8 @@ def _guess(node: Any) -> dict[str, Any] | None:
         case "in", [var, list() as values] if spec := _field(var):
             return _condition(spec.name, Op.HAS_ANY_OF, values)
         case "or" | "and", [_, *_]:
-            return _guess_members(Op.HAS_ANY_OF if op == "or" else Op.HAS_ALL_OF, args) or _guess_guarded(
-                args
-            )
+            members = _guess_members(Op.HAS_ANY_OF if op == "or" else Op.HAS_ALL_OF, args)
+            return members or _guess_guarded(args)
         case "!!", [var] if spec := _field(var):
             return _condition(spec.name, Op.EXISTS, None)
         case "missing", [str() as name] if spec := _field({"var": name}):

@@ -50,7 +50,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 from marshmallow import RAISE, Schema, ValidationError, fields
 
@@ -64,23 +64,10 @@ MAX_SAFE_INTEGER = 2**53 - 1
 
 #: Classic JSONLogic operators that segment rules refuse: the SQL compiler has no translation.
 SQL_UNSUPPORTED = frozenset(
-    {
-        "max",
-        "min",
-        "*",
-        "/",
-        "%",
-        "cat",
-        "substr",
-        "merge",
-        "all",
-        "some",
-        "none",
-        "map",
-        "filter",
-        "reduce",
-        "log",
-    }
+    {"max", "min", "*", "/", "%"}  # arithmetic
+    | {"cat", "substr", "merge"}  # strings and arrays
+    | {"all", "some", "none", "map", "filter", "reduce"}  # iteration
+    | {"log"}
 )
 
 _IN_SHAPES = (
@@ -139,9 +126,9 @@ def validate_segment_rule(doc: Any) -> Any:
     try:
         return _SCHEMA.load({"rule": doc})["rule"]
     except ValidationError as error:
-        messages = error.messages["rule"] if isinstance(error.messages, dict) else error.messages
-        if not isinstance(messages, dict):  # Marshmallow's own ("a segment rule cannot be null")
-            messages = {ROOT: " ".join(map(str, messages))}
+        messages = cast(dict[str, Any], error.messages)["rule"]
+        if isinstance(messages, list):  # Marshmallow's own: "a segment rule cannot be null"
+            messages = {ROOT: " ".join(messages)}
         raise RuleValidationError(messages) from None
 
 
@@ -310,11 +297,8 @@ def _describe(value: Any) -> str:
     return f"a Python {type(value).__name__}"
 
 
-_KIND_ORDER = (ValueKind.STRING, ValueKind.NUMBER, ValueKind.BOOLEAN, ValueKind.NULL)
-
-
 def _expected(kinds: frozenset[ValueKind]) -> str:
-    words = ["null" if kind is ValueKind.NULL else f"a {kind}" for kind in _KIND_ORDER if kind in kinds]
+    words = ["null" if kind is ValueKind.NULL else f"a {kind}" for kind in ValueKind if kind in kinds]
     return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 
@@ -510,18 +494,21 @@ class _Checker:
     def in_(self, op: str, args: _Args, op_path: str) -> Any:
         if not self.arity(op, args, op_path, (2,), "2 arguments"):
             return {op: [arg for arg, _ in args]}
-        needle, haystack = operands = [self.operand(arg, path) for arg, path in args]
-        if needle is None or haystack is None:
-            pass
-        elif haystack.kind == "field" and haystack.field is not None:
+        operands = [self.operand(arg, path) for arg, path in args]
+        needle, haystack = operands
+        if needle is not None and haystack is not None:
+            self.membership(needle, haystack, op_path)
+        return {op: self.nodes(operands, args)}
+
+    def membership(self, needle: _Operand, haystack: _Operand, op_path: str) -> None:
+        """``in``: a string in a field (an element of a list, or a substring), or a field in a list."""
+        if haystack.kind == "field" and haystack.field is not None:
             spec = haystack.field
             if "in" not in spec.operators:
                 self.report(haystack.path, f"'in' cannot look inside {_field_label(spec)}")
             elif not (needle.kind == "literal" and isinstance(needle.node, str)):
-                self.report(
-                    needle.path,
-                    f"'in' looks for a string in {_field_label(spec)}, not {_describe(needle.node)}",
-                )
+                what = _describe(needle.node)
+                self.report(needle.path, f"'in' looks for a string in {_field_label(spec)}, not {what}")
         elif needle.kind == "field" and needle.field is not None and haystack.kind == "list":
             spec = needle.field
             if "in" not in spec.operators or spec.type is FieldType.STRING_LIST:
@@ -533,7 +520,6 @@ class _Checker:
                     self.literal_of(spec, item, child_path(haystack.path, index))
         else:
             self.report(op_path, _IN_SHAPES)
-        return {op: self.nodes(operands, args)}
 
     def one_field(
         self, op: str, operands: list[_Operand | None], op_path: str

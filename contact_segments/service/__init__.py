@@ -4,7 +4,7 @@ Every operation is a plain function taking a :class:`UnitOfWork` first; entry po
 Celery tasks, the pluggy plugin) build one with :func:`open_service` and call these.
 """
 
-from .commands import Command, DeliverEvents, Dispatcher, EvaluateContacts, RebuildSegment
+from .commands import Command, DeliverEvents, Dispatcher, EvaluatePending, RebuildSegment
 from .contacts import (
     delete_contact,
     evaluate_pending,
@@ -41,7 +41,7 @@ __all__ = [
     "DeliverEvents",
     "Dispatcher",
     "DuplicateName",
-    "EvaluateContacts",
+    "EvaluatePending",
     "EventView",
     "InlineDispatcher",
     "InvalidInput",

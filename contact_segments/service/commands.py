@@ -24,11 +24,14 @@ class RebuildSegment:
 
 
 @dataclass(frozen=True)
-class EvaluateContacts:
-    """Evaluate contacts whose newest snapshot is at least ``versions[id]`` (older: stale)."""
+class EvaluatePending:
+    """Evaluate the workspace's contacts with pending changes (none left: a no-op).
+
+    Many stores coalesce into one of these: a burst of changes to one contact is evaluated once,
+    on its newest snapshot, and many contacts' changes are evaluated in batches.
+    """
 
     workspace_id: str
-    versions: tuple[tuple[str, int], ...]
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class DeliverEvents:
     workspace_id: str
 
 
-Command = RebuildSegment | EvaluateContacts | DeliverEvents
+Command = RebuildSegment | EvaluatePending | DeliverEvents
 
 
 class Dispatcher(Protocol):

@@ -4,33 +4,33 @@ Storing and evaluating are two steps, so a host's request thread can do the firs
 the second:
 
 * :func:`store_snapshots` keeps each snapshot only if its version is newer than the stored one
-  (a stale or duplicate snapshot is a no-op) and records which fields changed as *pending*;
-* :func:`evaluate_pending` takes the contacts' rows under lock, re-evaluates only the segments
-  whose rules read a pending field, writes the membership diff and its events, and clears the
-  pending fields - all in one transaction.
+  (a stale or duplicate snapshot is a no-op); the database marks the fields it changed as
+  *pending*;
+* :func:`evaluate_pending` takes pending contacts under their row locks, re-evaluates only the
+  segments whose rules read a changed field, writes the membership diff and its events, and
+  clears the pending marks - all in one transaction.
 
 Pending fields accumulate across snapshots until an evaluation clears them, so coalescing a burst
-of changes into one evaluation of the newest snapshot loses nothing.
+of changes into one evaluation of the newest snapshot loses nothing (see
+:mod:`contact_segments.storage.pending_changes`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from itertools import count
 from typing import Any
 
-from ..rules.catalog import STRING_FIELDS, STRING_LIST_FIELDS, TIMESTAMP_FIELDS
-from ..storage import EventCause
-from ..storage import pending_changes
+from ..storage import EventCause, pending_changes
 from ..storage import queries as q
-from .commands import DeliverEvents, EvaluateContacts
+from .commands import DeliverEvents, EvaluatePending
 from .errors import InvalidInput, NotFound
 from .membership import Diff, evaluate_contacts
-from .segments import get_workspace
+from .segments import evaluation_instant, get_workspace
 from .snapshots import load_snapshot
 from .uow import UnitOfWork
 
-VIEW_FIELDS = STRING_FIELDS + STRING_LIST_FIELDS + TIMESTAMP_FIELDS
+PENDING_BATCH = 1000
 
 
 def load_snapshots(documents: Iterable[Any], labels: Iterable[str] | None = None) -> list[dict[str, Any]]:
@@ -46,71 +46,48 @@ def load_snapshots(documents: Iterable[Any], labels: Iterable[str] | None = None
     return loaded
 
 
-def changed_fields(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> frozenset[str] | None:
-    """The evaluation-view fields whose value differs; None (all of them) for a new contact.
+def store_snapshots(uow: UnitOfWork, workspace_id: str, snapshots: list[dict[str, Any]], *, now: float) -> list[str]:
+    """Store the newer snapshots in the current transaction; return the ids actually stored.
 
-    Custom fields are named ``custom_fields.<key>``, as rules read them.
+    The database marks the fields each one changed as pending; their evaluation
+    (:class:`EvaluatePending`) is scheduled for after the commit.
     """
-    if before is None:
-        return None
-    changed = {name for name in VIEW_FIELDS if before.get(name) != after.get(name)}
-    old_custom, new_custom = before.get("custom_fields") or {}, after.get("custom_fields") or {}
-    changed.update(
-        f"custom_fields.{key}" for key in old_custom.keys() | new_custom.keys() if old_custom.get(key) != new_custom.get(key)
-    )
-    return frozenset(changed)
+    stored = q.upsert_contacts(uow.session, workspace_id, snapshots, now=now)
+    if stored:
+        uow.add_command(EvaluatePending(workspace_id))
+    return stored
 
 
-def store_snapshots(uow: UnitOfWork, workspace_id: str, snapshots: list[dict[str, Any]], *, now: float) -> dict[str, int]:
-    """Store the newer snapshots in the current transaction; return the stored ids' versions.
-
-    Schedules their evaluation (:class:`EvaluateContacts`) for after the commit.
-    """
-    before = q.load_contact_views(uow.session, workspace_id, [s["id"] for s in snapshots], for_update=True)
-    stored = set(q.upsert_contacts(uow.session, workspace_id, snapshots, now=now))
-    newest: dict[str, dict[str, Any]] = {}
-    for snapshot in snapshots:
-        if snapshot["id"] in stored and snapshot["version"] >= newest.get(snapshot["id"], {"version": -1})["version"]:
-            newest[snapshot["id"]] = snapshot
-    pending = {contact_id: changed_fields(before.get(contact_id), s) for contact_id, s in newest.items()}
-    pending_changes.add(uow.session, workspace_id, pending)
-    versions = {contact_id: snapshot["version"] for contact_id, snapshot in newest.items()}
-    if versions:
-        uow.add_command(EvaluateContacts(workspace_id, tuple(sorted(versions.items()))))
-    return versions
-
-
-def upsert_contacts(uow: UnitOfWork, workspace_id: str, documents: Iterable[Any], *, now: float) -> dict[str, int]:
+def upsert_contacts(uow: UnitOfWork, workspace_id: str, documents: Iterable[Any], *, now: float) -> list[str]:
     """Validate, store and schedule the evaluation of snapshots, in one transaction."""
     return upsert_snapshots(uow, workspace_id, load_snapshots(documents), now=now)
 
 
-def upsert_snapshots(uow: UnitOfWork, workspace_id: str, snapshots: list[dict[str, Any]], *, now: float) -> dict[str, int]:
+def upsert_snapshots(uow: UnitOfWork, workspace_id: str, snapshots: list[dict[str, Any]], *, now: float) -> list[str]:
     """Store validated snapshots (see :func:`load_snapshots`) and schedule their evaluation."""
     with uow:
         get_workspace(uow, workspace_id)
-        versions = store_snapshots(uow, workspace_id, snapshots, now=now)
+        stored = store_snapshots(uow, workspace_id, snapshots, now=now)
         uow.commit()
-    return versions
+    return stored
 
 
-def evaluate_pending(
-    uow: UnitOfWork, workspace_id: str, versions: Mapping[str, int], *, now: float
-) -> Diff:
-    """Evaluate the contacts' pending changes against the segments that read them.
+def evaluate_pending(uow: UnitOfWork, workspace_id: str, *, now: float, limit: int = PENDING_BATCH) -> Diff:
+    """Evaluate up to ``limit`` contacts with pending changes against the segments that read them.
 
-    A contact whose stored version is older than asked for has not been stored yet (another
-    worker's transaction): it is left for the command that follows that store.  The instant of
-    evaluation is never earlier than the workspace's last tick, so a flip the tick applied is
-    never undone by an evaluation that started before it.
+    If more are pending, another :class:`EvaluatePending` follows the commit.  The instant of
+    evaluation is never earlier than the workspace's last tick (see :func:`evaluation_instant`).
     """
     with uow:
-        workspace = get_workspace(uow, workspace_id)
-        now = max(now, workspace.last_tick_at or now)
-        pending = pending_changes.take(uow.session, workspace_id, versions)
+        now = evaluation_instant(uow, workspace_id, now)
+        pending = pending_changes.take(uow.session, workspace_id, limit=limit)
         if not pending:
             return Diff()
-        diff = evaluate_contacts(uow.session, workspace_id, pending, now=now, cause=EventCause.CONTACT_CHANGED, changed=pending)
+        diff = evaluate_contacts(
+            uow.session, workspace_id, pending, now=now, cause=EventCause.CONTACT_CHANGED, changed=pending
+        )
+        if len(pending) == limit:
+            uow.add_command(EvaluatePending(workspace_id))
         if diff:
             uow.add_command(DeliverEvents(workspace_id))
         uow.commit()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..storage import EventCause
-from .commands import Command, DeliverEvents, EvaluateContacts, RebuildSegment
+from .commands import Command, DeliverEvents, EvaluatePending, RebuildSegment
 from .contacts import evaluate_pending
 from .events import Deliver, deliver_events
 from .segments import rebuild_segment
@@ -37,8 +37,8 @@ def handle_rebuild(uow: UnitOfWork, command: RebuildSegment, *, now: float) -> N
         uow.dispatcher.dispatch([DeliverEvents(command.workspace_id)])
 
 
-def handle_evaluate(uow: UnitOfWork, command: EvaluateContacts, *, now: float) -> None:
-    evaluate_pending(uow, command.workspace_id, dict(command.versions), now=now)
+def handle_evaluate(uow: UnitOfWork, command: EvaluatePending, *, now: float) -> None:
+    evaluate_pending(uow, command.workspace_id, now=now)
 
 
 def handle_deliver(uow: UnitOfWork, command: DeliverEvents, *, now: float, deliver: Deliver | None) -> None:
@@ -68,7 +68,7 @@ class InlineDispatcher:
             match command:
                 case RebuildSegment():
                     handle_rebuild(uow, command, now=now)
-                case EvaluateContacts():
+                case EvaluatePending():
                     handle_evaluate(uow, command, now=now)
                 case DeliverEvents():
                     handle_deliver(uow, command, now=now, deliver=self.deliver)

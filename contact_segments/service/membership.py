@@ -31,15 +31,18 @@ from ..storage import (
     NewEvent,
     Segment,
     contact_view_columns,
+    setwise,
 )
 from ..storage import queries as q
-from ..storage import setwise
-
 
 
 @dataclass(frozen=True)
 class CompiledSegment:
-    """What the engine needs of a segment's rule, computed once per rule version."""
+    """What the engine needs of a segment's rule, computed once per rule version.
+
+    ``reads`` names the view fields the rule reads, any custom field counting as
+    ``custom_fields``: the granularity at which changes are tracked.
+    """
 
     id: int
     rule_version: int
@@ -51,7 +54,8 @@ class CompiledSegment:
 @lru_cache(maxsize=4096)
 def _compiled(segment_id: int, rule_version: int, rule_text: str) -> CompiledSegment:
     rule = json.loads(rule_text)
-    return CompiledSegment(segment_id, rule_version, compile_predicate(rule), fields_read(rule), depends_on_now(rule))
+    reads = frozenset(name.partition(".")[0] for name in fields_read(rule))  # custom_fields.x -> custom_fields
+    return CompiledSegment(segment_id, rule_version, compile_predicate(rule), reads, depends_on_now(rule))
 
 
 def compiled_segment(segment: Segment) -> CompiledSegment:

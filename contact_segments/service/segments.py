@@ -20,9 +20,15 @@ from ..rules import RuleError
 from ..rules.conditions import conditions_to_rule, filter_count, rule_to_conditions
 from ..rules.sql import rule_to_sql
 from ..rules.validation import validate_segment_rule
-from ..storage import MAX_SEGMENTS_PER_WORKSPACE, EventCause, Segment, Workspace, contact_view_columns
+from ..storage import (
+    MAX_SEGMENTS_PER_WORKSPACE,
+    EventCause,
+    Segment,
+    Workspace,
+    contact_view_columns,
+    setwise,
+)
 from ..storage import queries as q
-from ..storage import setwise
 from .commands import RebuildSegment
 from .errors import DuplicateName, InvalidInput, LimitReached, NotFound
 from .membership import Diff, built_event, rebuild_batch
@@ -134,6 +140,19 @@ def get_workspace(uow: UnitOfWork, workspace_id: str, *, lock: bool = False) -> 
     if workspace is None:
         raise NotFound("workspace", workspace_id)
     return workspace
+
+
+def evaluation_instant(uow: UnitOfWork, workspace_id: str, now: float) -> float:
+    """The instant to evaluate at: ``now``, or the workspace's last tick if that is later.
+
+    Takes a share lock on the workspace row (PostgreSQL) until the transaction ends, so a tick
+    (which locks the row to move its watermark) never runs in the middle of an evaluation: an
+    evaluation that began before a tick cannot undo a flip the tick applied.
+    """
+    workspace = uow.session.scalar(select(Workspace).where(Workspace.id == workspace_id).with_for_update(read=True))
+    if workspace is None:
+        raise NotFound("workspace", workspace_id)
+    return max(now, workspace.last_tick_at or now)
 
 
 def get_segment(uow: UnitOfWork, workspace_id: str, segment_id: Any, *, lock: bool = False) -> Segment:

@@ -17,9 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..rules.analysis import depends_on_now, time_thresholds
-from ..storage import EventCause
+from ..storage import EventCause, setwise
 from ..storage import queries as q
-from ..storage import setwise
 from .commands import DeliverEvents
 from .membership import Diff, evaluate_contacts, rebuild_batch
 from .uow import UnitOfWork

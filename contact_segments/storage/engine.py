@@ -11,6 +11,8 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from contact_segments.rules.jsvalues import string_to_number
+
 DATABASE_URL_ENV = "SEGMENTS_DATABASE_URL"
 DEFAULT_DATABASE_URL = "sqlite:///segments.db"
 """The embedded default: a SQLite file in the working directory."""
@@ -58,6 +60,7 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # SQLAlchemy, not the sqlite3 module, decides where transactions begin (see _on_begin).
         dbapi_connection.isolation_level = None
+        dbapi_connection.create_function("js_number", 1, _js_number, deterministic=True)
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
@@ -74,6 +77,14 @@ def _configure_sqlite(engine: Engine) -> None:
         # queues on busy_timeout. This serialises transactions, readers' included: fine for the
         # embedded default; PostgreSQL is the answer to concurrency.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _js_number(text: str | None) -> float | None:
+    """SQL ``js_number(text)``: JavaScript's ``Number(text)``, NULL for NaN (see rules.sql)."""
+    if text is None:
+        return None
+    number = string_to_number(text)
+    return None if number != number else number
 
 
 def _enable_wal(cursor: sqlite3.Cursor) -> None:

@@ -134,6 +134,13 @@ class Contact(Base):
             "last_outgoing_message_at",
         ),
         postgresql_only(Index("ix_contacts_tags", "tags", postgresql_using="gin")),
+        Index(
+            "ix_contacts_pending",
+            "workspace_id",
+            "id",
+            postgresql_where=text("pending_mask <> 0"),
+            sqlite_where=text("pending_mask <> 0"),
+        ),
     )
 
     workspace_id: Mapped[str] = mapped_column(
@@ -161,9 +168,9 @@ class Contact(Base):
 
     updated_at: Mapped[float] = mapped_column(Double)
     """When this snapshot was stored (not a field of the view)."""
-    pending_fields: Mapped[list[str] | None] = mapped_column(StringList)
-    """The view fields changed since the memberships were last evaluated (``["*"]``: all of them);
-    None when nothing is pending. See :mod:`.pending_changes`."""
+    pending_mask: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    """The view fields changed since the memberships were last evaluated, one bit per field of
+    :data:`TRACKED_FIELDS` (0: nothing pending). See :mod:`.pending_changes`."""
 
 
 CONTACT_VIEW_FIELDS: tuple[str, ...] = (
@@ -186,6 +193,14 @@ CONTACT_VIEW_FIELDS: tuple[str, ...] = (
     "custom_fields",
 )
 """The fields of the contact evaluation view (``now`` aside), each a column of ``contacts``."""
+
+
+TRACKED_FIELDS: tuple[str, ...] = tuple(name for name in CONTACT_VIEW_FIELDS if name != "id")
+"""The fields whose changes are tracked as pending, bit ``i`` standing for ``TRACKED_FIELDS[i]``
+(``custom_fields`` for a change to any custom field)."""
+
+ALL_PENDING = (1 << len(TRACKED_FIELDS)) - 1
+"""Every tracked field pending: a new contact."""
 
 
 def contact_view_columns() -> dict[str, ColumnElement[Any]]:

@@ -1,93 +1,56 @@
 """Pending changes: which fields of a contact changed since its memberships were last evaluated.
 
-Storing a snapshot adds the fields it changed (``*`` for a new contact: all of them); an
-evaluation takes them under the row lock and clears them.  They accumulate across snapshots, so
-a burst of changes evaluated once, on the newest snapshot, still re-evaluates every segment that
-reads any field that changed.
+Storing a snapshot sets one bit per field whose value it changed (all of them for a new
+contact), computed by the database in the upsert itself (``IS DISTINCT FROM`` the stored
+value), so concurrent stores never lose a bit.  An evaluation takes the pending contacts under
+their row locks and clears the bits.  Bits accumulate across snapshots, so a burst of changes
+evaluated once, on the newest snapshot, still re-evaluates every segment that reads any field
+that changed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from typing import cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
-from .models import Contact
+from .models import TRACKED_FIELDS, Contact
 from .queries import BATCH_SIZE, batched
-
-ALL_FIELDS = "*"
 
 _contacts = cast(Table, Contact.__table__)
 
 
-def add(session: Session, workspace_id: str, changes: Mapping[str, frozenset[str] | None]) -> None:
-    """Add each contact's changed fields (None: all) to its pending ones."""
-    if not changes:
-        return
-    current = _read(session, workspace_id, changes.keys())
-    rows = []
-    for contact_id, fields in changes.items():
-        merged = _merge(current.get(contact_id, frozenset()), fields)
-        rows.append({"cid": contact_id, "pending": sorted(merged) if merged is not None else [ALL_FIELDS]})
-    statement = (
-        update(_contacts)
-        .where(_contacts.c.workspace_id == workspace_id, _contacts.c.id == bindparam("cid"))
-        .values(pending_fields=bindparam("pending", type_=_contacts.c.pending_fields.type))
-    )
-    for batch in batched(rows, BATCH_SIZE):
-        session.connection().execute(statement, batch)
+def fields_of(mask: int) -> frozenset[str]:
+    """The tracked field names whose bits are set in ``mask``."""
+    return frozenset(name for bit, name in enumerate(TRACKED_FIELDS) if mask >> bit & 1)
 
 
-def take(
-    session: Session, workspace_id: str, versions: Mapping[str, int]
-) -> dict[str, frozenset[str] | None]:
-    """Lock the contacts, clear and return their pending fields (None: all).
+def take(session: Session, workspace_id: str, *, limit: int = BATCH_SIZE) -> dict[str, frozenset[str]]:
+    """Up to ``limit`` of the workspace's contacts with pending changes, locked, their bits
+    cleared: each id with the fields that changed.
 
-    Contacts stored at a newer version than asked for are left alone: the evaluation scheduled
-    for that version will take them.  Contacts with nothing pending are left out.
+    On PostgreSQL, rows another transaction holds are skipped (``SKIP LOCKED``), so several
+    workers take disjoint batches of the same workspace.
     """
-    taken: dict[str, frozenset[str] | None] = {}
-    for batch in batched(sorted(versions), BATCH_SIZE):
-        rows = session.execute(
-            select(_contacts.c.id, _contacts.c.version, _contacts.c.pending_fields)
-            .where(_contacts.c.workspace_id == workspace_id, _contacts.c.id.in_(batch))
-            .order_by(_contacts.c.id)
-            .with_for_update()
-        )
-        for contact_id, version, pending in rows:
-            if pending is None or version > versions[contact_id]:
-                continue
-            taken[contact_id] = None if ALL_FIELDS in pending else frozenset(pending)
+    rows = session.execute(
+        select(_contacts.c.id, _contacts.c.pending_mask)
+        .where(_contacts.c.workspace_id == workspace_id, _contacts.c.pending_mask != 0)
+        .order_by(_contacts.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    taken = {contact_id: fields_of(mask) for contact_id, mask in rows}
     for batch in batched(list(taken), BATCH_SIZE):
         session.execute(
             update(_contacts)
             .where(_contacts.c.workspace_id == workspace_id, _contacts.c.id.in_(batch))
-            .values(pending_fields=None)
+            .values(pending_mask=0)
         )
     return taken
 
 
-def _read(
-    session: Session, workspace_id: str, contact_ids: Iterable[str]
-) -> dict[str, frozenset[str] | None]:
-    """Each contact's pending fields (None: all); contacts with nothing pending are left out."""
-    found: dict[str, frozenset[str] | None] = {}
-    for batch in batched(sorted(contact_ids), BATCH_SIZE):
-        rows = session.execute(
-            select(_contacts.c.id, _contacts.c.pending_fields).where(
-                _contacts.c.workspace_id == workspace_id, _contacts.c.id.in_(batch)
-            )
-        )
-        for contact_id, pending in rows:
-            if pending is not None:
-                found[contact_id] = None if ALL_FIELDS in pending else frozenset(pending)
-    return found
-
-
-def _merge(current: frozenset[str] | None, fields: frozenset[str] | None) -> frozenset[str] | None:
-    """The union of two sets of fields, where None stands for all of them."""
-    if fields is None or current is None:
-        return None
-    return current | fields
+def workspaces_with_pending(session: Session) -> list[str]:
+    """Workspaces that have contacts with pending changes."""
+    statement = select(_contacts.c.workspace_id).where(_contacts.c.pending_mask != 0).distinct()
+    return list(session.scalars(statement))

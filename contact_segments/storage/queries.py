@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import reduce
 from itertools import islice
 from typing import Any, NotRequired, TypedDict, TypeVar, cast
 
@@ -22,6 +23,7 @@ from sqlalchemy import (
     Table,
     TableValuedAlias,
     any_,
+    case,
     column,
     delete,
     exists,
@@ -36,8 +38,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from contact_segments.storage.models import (
+    ALL_PENDING,
     CONTACT_VIEW_FIELDS,
     MAX_SEGMENTS_PER_WORKSPACE,
+    TRACKED_FIELDS,
     Contact,
     DefaultRegistryEntry,
     Membership,
@@ -162,7 +166,8 @@ def upsert_contacts(
     def if_newer(insert: Insert) -> Executable:
         return insert.on_conflict_do_update(
             index_elements=[_contacts.c.workspace_id, _contacts.c.id],
-            set_={name: insert.excluded[name] for name in _CONTACT_UPDATE_COLUMNS},
+            set_={name: insert.excluded[name] for name in _CONTACT_UPDATE_COLUMNS}
+            | {"pending_mask": _contacts.c.pending_mask.op("|")(_changed_mask(insert.excluded))},
             where=_contacts.c.version < insert.excluded.version,
         ).returning(_contacts.c.id)
 
@@ -528,6 +533,15 @@ _CONTACT_UPDATE_COLUMNS = (
 )
 
 
+def _changed_mask(new: Any) -> ColumnElement[int]:
+    """The pending bits of the fields whose stored value differs from ``new`` (the excluded row)."""
+    bits = [
+        case((_contacts.c[name].is_distinct_from(new[name]), 1 << bit), else_=0)
+        for bit, name in enumerate(TRACKED_FIELDS)
+    ]
+    return reduce(lambda a, b: a.op("|")(b), bits)
+
+
 def _contact_row(workspace_id: str, snapshot: Mapping[str, Any], now: float) -> dict[str, Any]:
     unknown = snapshot.keys() - _SNAPSHOT_FIELDS
     if unknown:
@@ -538,6 +552,7 @@ def _contact_row(workspace_id: str, snapshot: Mapping[str, Any], now: float) -> 
     row["custom_fields"] = dict(row["custom_fields"] or {})
     row["workspace_id"] = workspace_id
     row["updated_at"] = now
+    row["pending_mask"] = ALL_PENDING  # a new contact: everything is to evaluate
     return row
 
 

@@ -57,7 +57,7 @@ def upgrade() -> None:
         sa.Column("last_outgoing_message_at", sa.Double(), nullable=True),
         sa.Column("custom_fields", json_document, nullable=False),
         sa.Column("updated_at", sa.Double(), nullable=False),
-        sa.Column("pending_fields", string_list, nullable=True),
+        sa.Column("pending_mask", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
             ["workspaces.id"],
@@ -70,6 +70,14 @@ def upgrade() -> None:
         op.create_index(op.f(f"ix_contacts_workspace_id_{column}"), "contacts", ["workspace_id", column])
     if op.get_context().dialect.name == "postgresql":
         op.create_index(op.f("ix_contacts_tags"), "contacts", ["tags"], postgresql_using="gin")
+        op.execute(JS_NUMBER_FUNCTION)
+    op.create_index(
+        op.f("ix_contacts_pending"),
+        "contacts",
+        ["workspace_id", "id"],
+        postgresql_where=sa.text("pending_mask <> 0"),
+        sqlite_where=sa.text("pending_mask <> 0"),
+    )
 
     op.create_table(
         "segments",
@@ -176,7 +184,42 @@ def upgrade() -> None:
     )
 
 
+JS_NUMBER_FUNCTION = r"""
+CREATE OR REPLACE FUNCTION js_number(value text) RETURNS double precision
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+-- JavaScript's Number(value) for a string; NULL stands for NaN. See rules/sql.py.
+DECLARE
+    base integer;
+    digit text;
+    result double precision := 0;
+    t text := btrim(value, E' \t\n\r\f\u000b\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff');
+BEGIN
+    IF t = '' THEN
+        RETURN 0;
+    ELSIF t ~ '^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$' THEN
+        BEGIN
+            RETURN t::double precision;
+        EXCEPTION WHEN numeric_value_out_of_range THEN
+            RETURN CASE WHEN t ~ '[eE]-' THEN 0 WHEN left(t, 1) = '-' THEN '-Infinity' ELSE 'Infinity' END;
+        END;
+    ELSIF t ~ '^[+-]?Infinity$' THEN
+        RETURN t::double precision;
+    ELSIF t ~ '^0([xX][0-9a-fA-F]+|[oO][0-7]+|[bB][01]+)$' THEN
+        base := CASE lower(substr(t, 2, 1)) WHEN 'x' THEN 16 WHEN 'o' THEN 8 ELSE 2 END;
+        FOREACH digit IN ARRAY regexp_split_to_array(lower(substr(t, 3)), '') LOOP
+            result := result * base + (position(digit IN '0123456789abcdef') - 1);
+        END LOOP;
+        RETURN result;
+    END IF;
+    RETURN NULL;
+END
+$$;
+"""
+
+
 def downgrade() -> None:
+    if op.get_context().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION IF EXISTS js_number(text)")
     for table in (
         "default_registry",
         "membership_events",
