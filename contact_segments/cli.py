@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -25,8 +25,10 @@ from rich.table import Table
 
 from . import service
 from .service import RuleInput, SegmentsError, UnitOfWork
+from .service.settings import BROKER_URL_ENV, Settings
 from .storage import EventCause, make_engine, make_session_factory
 from .storage.schema import current_revision, head_revision, migrate
+from .tasks import create_celery_app, dispatcher_from_env
 
 USER_ERROR = 2
 
@@ -55,10 +57,17 @@ class Runtime:
         factory = make_session_factory(self.engine)
         return UnitOfWork(factory, self.dispatcher(factory))
 
-    def dispatcher(self, factory):
-        from .tasks import dispatcher_from_env
+    @property
+    def settings(self) -> Settings:
+        return replace(Settings.from_env(), database_url=self.engine.url.render_as_string(hide_password=False))
 
-        return dispatcher_from_env(factory, clock=self.now)
+    def dispatcher(self, factory):
+        return dispatcher_from_env(factory, clock=self.now, settings=self.settings)
+
+    def celery_app(self):
+        if not self.settings.broker_url:
+            raise SegmentsError(f"no broker: set {BROKER_URL_ENV} (e.g. redis://127.0.0.1:6379/0)")
+        return create_celery_app(self.settings)
 
     @property
     def console(self) -> Console:
@@ -445,6 +454,24 @@ def events(rt: Runtime, workspace_id: str, after_event_id: str | None, limit: in
         rt.console.print(table)
 
     rt.emit([e.to_dict() for e in views], render)
+
+
+@main.command()
+@click.option("--concurrency", default=2, show_default=True, help="Worker processes.")
+@click.option("--loglevel", default="info", show_default=True)
+@pass_runtime
+def worker(rt: Runtime, concurrency: int, loglevel: str) -> None:
+    """Run a Celery worker (needs SEGMENTS_BROKER_URL)."""
+    rt.celery_app().worker_main(["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}"])
+
+
+@main.command()
+@click.option("--loglevel", default="info", show_default=True)
+@click.option("--schedule-file", default="segments-beat-schedule", show_default=True)
+@pass_runtime
+def beat(rt: Runtime, loglevel: str, schedule_file: str) -> None:
+    """Run the Celery beat: the tick every minute, deliveries, sweeps (one beat per deployment)."""
+    rt.celery_app().start(["beat", f"--loglevel={loglevel}", f"--schedule={schedule_file}"])
 
 
 @main.command()

@@ -41,7 +41,38 @@ class DeliverEvents:
     workspace_id: str
 
 
-Command = RebuildSegment | EvaluatePending | DeliverEvents
+@dataclass(frozen=True)
+class SegmentChanged:
+    """Tell the host a segment was ``created``, ``renamed``, ``edited`` or ``deleted``."""
+
+    workspace_id: str
+    segment_id: int
+    name: str
+    rule_version: int
+    change: str
+
+    def segment(self) -> dict[str, object]:
+        return {"id": self.segment_id, "name": self.name, "rule_version": self.rule_version}
+
+
+@dataclass(frozen=True)
+class CreateWorkspace:
+    """Create a workspace and seed its defaults (idempotent)."""
+
+    workspace_id: str
+    name: str | None
+    timezone: str
+
+
+@dataclass(frozen=True)
+class DeleteContact:
+    """Delete a contact; it exits every segment (a no-op once it is gone)."""
+
+    workspace_id: str
+    contact_id: str
+
+
+Command = RebuildSegment | EvaluatePending | DeliverEvents | SegmentChanged | CreateWorkspace | DeleteContact
 
 
 class Dispatcher(Protocol):

@@ -94,6 +94,26 @@ def evaluate_pending(uow: UnitOfWork, workspace_id: str, *, now: float, limit: i
     return diff
 
 
+MESSAGE_FIELDS = {"incoming": "last_incoming_message_at", "outgoing": "last_outgoing_message_at"}
+
+
+def record_message(uow: UnitOfWork, workspace_id: str, contact_id: str, *, direction: str, at: float) -> bool:
+    """A message went in or out: move the contact's activity timestamp forward (never back) and
+    schedule its evaluation.  Returns False for an unknown contact or an older message."""
+    field = MESSAGE_FIELDS.get(direction)
+    if field is None:
+        raise InvalidInput(f"a message direction is 'incoming' or 'outgoing', not {direction!r}")
+    if isinstance(at, bool) or not isinstance(at, int | float) or at != at or abs(at) > 1e11:
+        raise InvalidInput(f"a message time is epoch seconds, not {at!r}")
+    with uow:
+        get_workspace(uow, workspace_id)
+        moved = q.advance_timestamp(uow.session, workspace_id, contact_id, field, float(at))
+        if moved:
+            uow.add_command(EvaluatePending(workspace_id))
+        uow.commit()
+    return moved
+
+
 def delete_contact(uow: UnitOfWork, workspace_id: str, contact_id: str, *, now: float) -> Diff:
     """Delete a contact: it exits every segment, with an event for each."""
     with uow:

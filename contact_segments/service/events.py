@@ -68,12 +68,16 @@ def list_events(uow: UnitOfWork, workspace_id: str, *, after_event_id: str | Non
 Deliver = Callable[[list[EventView]], None]
 
 
+class DeliveryFailed(Exception):
+    """The host's hook raised while receiving events; they stay in the outbox for a retry."""
+
+
 def deliver_events(uow: UnitOfWork, workspace_id: str, deliver: Deliver, *, now: float, limit: int = DELIVERY_BATCH) -> int:
     """Hand the workspace's undelivered events to ``deliver`` in batches; return how many went.
 
     One deliverer per workspace at a time (a database lock), so per-contact order holds across
     workers.  If ``deliver`` raises, the batch is counted as attempted, stays undelivered, and
-    the exception propagates for the caller to retry.
+    :class:`DeliveryFailed` propagates for the caller to retry.
     """
     delivered = 0
     while True:
@@ -87,10 +91,10 @@ def deliver_events(uow: UnitOfWork, workspace_id: str, deliver: Deliver, *, now:
             seqs = [event.seq for event in batch]
             try:
                 deliver(views)
-            except Exception:
+            except Exception as error:
                 q.record_failed_delivery(uow.session, seqs)
                 uow.commit()
-                raise
+                raise DeliveryFailed(f"the host failed to take {len(views)} events: {error!r}") from error
             q.mark_events_delivered(uow.session, seqs, now=now)
             uow.commit()
             delivered += len(views)

@@ -9,16 +9,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..storage import EventCause
-from .commands import Command, DeliverEvents, EvaluatePending, RebuildSegment
-from .contacts import evaluate_pending
+from .commands import (
+    Command,
+    CreateWorkspace,
+    DeleteContact,
+    DeliverEvents,
+    EvaluatePending,
+    RebuildSegment,
+    SegmentChanged,
+)
+from .contacts import delete_contact, evaluate_pending
+from .errors import NotFound
 from .events import Deliver, deliver_events
 from .segments import rebuild_segment
 from .uow import UnitOfWork
+from .workspaces import create_workspace
 
 Clock = Callable[[], float]
 
@@ -37,6 +48,15 @@ def handle_rebuild(uow: UnitOfWork, command: RebuildSegment, *, now: float) -> N
         uow.dispatcher.dispatch([DeliverEvents(command.workspace_id)])
 
 
+def handle_create_workspace(uow: UnitOfWork, command: CreateWorkspace, *, now: float) -> None:
+    create_workspace(uow, command.workspace_id, name=command.name, timezone=command.timezone, now=now)
+
+
+def handle_delete_contact(uow: UnitOfWork, command: DeleteContact, *, now: float) -> None:
+    with suppress(NotFound):  # already gone: deleting twice is deleting once
+        delete_contact(uow, command.workspace_id, command.contact_id, now=now)
+
+
 def handle_evaluate(uow: UnitOfWork, command: EvaluatePending, *, now: float) -> None:
     evaluate_pending(uow, command.workspace_id, now=now)
 
@@ -46,18 +66,27 @@ def handle_deliver(uow: UnitOfWork, command: DeliverEvents, *, now: float, deliv
         deliver_events(uow, command.workspace_id, deliver, now=now)
 
 
+Notify = Callable[[str, dict[str, object], str], None]
+
+
+def handle_segment_changed(command: SegmentChanged, *, notify: Notify | None) -> None:
+    if notify is not None:
+        notify(command.workspace_id, command.segment(), command.change)
+
+
 @dataclass
 class InlineDispatcher:
     """Runs each command in this process, right away, each in its own transactions.
 
-    ``deliver`` receives event batches (the host's hook); without it events stay in the outbox
-    for ``segments events`` to show.  ``clock`` gives the instant work is done at (the CLI's
-    ``--now`` fixes it).
+    ``deliver`` receives event batches and ``notify`` segment changes (the host's hooks);
+    without ``deliver`` events stay in the outbox for ``segments events`` to show.  ``clock``
+    gives the instant work is done at (the CLI's ``--now`` fixes it).
     """
 
     session_factory: sessionmaker[Session]
     clock: Clock = time.time
     deliver: Deliver | None = None
+    notify: Notify | None = None
 
     def unit_of_work(self) -> UnitOfWork:
         return UnitOfWork(self.session_factory, self)
@@ -72,3 +101,9 @@ class InlineDispatcher:
                     handle_evaluate(uow, command, now=now)
                 case DeliverEvents():
                     handle_deliver(uow, command, now=now, deliver=self.deliver)
+                case SegmentChanged():
+                    handle_segment_changed(command, notify=self.notify)
+                case CreateWorkspace():
+                    handle_create_workspace(uow, command, now=now)
+                case DeleteContact():
+                    handle_delete_contact(uow, command, now=now)

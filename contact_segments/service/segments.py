@@ -29,7 +29,7 @@ from ..storage import (
     setwise,
 )
 from ..storage import queries as q
-from .commands import RebuildSegment
+from .commands import RebuildSegment, SegmentChanged
 from .errors import DuplicateName, InvalidInput, LimitReached, NotFound
 from .membership import Diff, built_event, rebuild_batch
 from .uow import UnitOfWork
@@ -168,6 +168,10 @@ def get_segment(uow: UnitOfWork, workspace_id: str, segment_id: Any, *, lock: bo
     return segment
 
 
+def _changed(segment: Segment, change: str) -> SegmentChanged:
+    return SegmentChanged(segment.workspace_id, segment.id, segment.name, segment.rule_version, change)
+
+
 def _member_count(uow: UnitOfWork, segment: Segment) -> int:
     return q.member_counts(uow.session, segment.workspace_id).get(segment.id, 0)
 
@@ -194,6 +198,7 @@ def create_segment(
             uow, workspace_id, cleaned, normalised, conditions, description, now, default_key=default_key
         )
         uow.add_command(RebuildSegment(workspace_id, segment.id, segment.rule_version, first_build=True))
+        uow.add_command(_changed(segment, "created"))
         uow.commit()
         segment_id = segment.id
     return segment_view(uow, workspace_id, segment_id)
@@ -251,6 +256,7 @@ def edit_segment(
             segment.rule_version += 1
             segment.updated_at = now
             uow.add_command(RebuildSegment(workspace_id, segment.id, segment.rule_version))
+            uow.add_command(_changed(segment, "edited"))
         uow.commit()
     return segment_view(uow, workspace_id, segment.id)
 
@@ -281,6 +287,7 @@ def rename_segment(uow: UnitOfWork, workspace_id: str, segment_id: Any, *, name:
             if q.is_duplicate_segment_name(error):
                 raise DuplicateName(cleaned) from None
             raise
+        uow.add_command(_changed(segment, "renamed"))
         uow.commit()
     return segment_view(uow, workspace_id, segment.id)
 
@@ -290,6 +297,7 @@ def delete_segment(uow: UnitOfWork, workspace_id: str, segment_id: Any) -> None:
     and its pending rebuilds find no segment and stop."""
     with uow:
         segment = get_segment(uow, workspace_id, segment_id, lock=True)
+        uow.add_command(_changed(segment, "deleted"))
         uow.session.delete(segment)
         uow.session.flush()
         q.release_segment_slot(uow.session, workspace_id)

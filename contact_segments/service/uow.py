@@ -62,6 +62,11 @@ class UnitOfWork:
         """Record work to dispatch once this transaction commits."""
         self._pending.append(command)
 
+    @property
+    def pending_commands(self) -> tuple[Command, ...]:
+        """The commands this transaction will dispatch when it commits."""
+        return tuple(self._pending)
+
     def commit(self) -> None:
         self.session.commit()
         commands, self._pending = self._pending, []

@@ -179,6 +179,25 @@ def upsert_contacts(
     ]
 
 
+def advance_timestamp(session: Session, workspace_id: str, contact_id: str, field: str, at: float) -> bool:
+    """Move a contact's timestamp ``field`` forward to ``at`` (never back) and mark it pending.
+
+    Returns whether the contact exists and the timestamp moved.
+    """
+    column = _contacts.c[field]
+    statement = (
+        update(_contacts)
+        .where(
+            _contacts.c.workspace_id == workspace_id,
+            _contacts.c.id == contact_id,
+            column.is_(None) | (column < at),
+        )
+        .values({field: at, "pending_mask": _contacts.c.pending_mask.op("|")(1 << TRACKED_FIELDS.index(field))})
+        .returning(_contacts.c.id)
+    )
+    return session.execute(statement).first() is not None
+
+
 def load_contact_views(
     session: Session, workspace_id: str, contact_ids: Iterable[str], *, for_update: bool = False
 ) -> dict[str, ContactView]:

@@ -3,6 +3,8 @@
 Nothing connects at import time; :func:`create_celery_app` builds an app from configuration.
 """
 
+from .app import create_celery_app
 from .dispatch import CeleryDispatcher, dispatcher_from_env
+from .schedule import BEAT_SCHEDULE
 
-__all__ = ["CeleryDispatcher", "dispatcher_from_env"]
+__all__ = ["BEAT_SCHEDULE", "CeleryDispatcher", "create_celery_app", "dispatcher_from_env"]

@@ -1,0 +1,408 @@
+"""How fast does membership follow contacts, set-wise and one contact at a time? (PostgreSQL)
+
+Over N generated contacts (default 1,000,000) in one workspace with the five default segments,
+this times, through the service:
+
+* ``rebuild from empty`` - ``service.rebuild_segment`` (first build) of the five defaults, from
+  no memberships at all.  Floor: per segment a hand-written
+  ``INSERT INTO memberships ... SELECT id FROM contacts WHERE <same predicate>``, committed.
+* ``incremental rebuild`` - ``service.rebuild_segment`` of the five after 1% of the contacts
+  were changed in SQL (memberships otherwise up to date; events written for each change).
+  Floor: ``SELECT count(*) FROM contacts WHERE <same predicate>``, summed over the five.
+* ``targeted``  - 10,000 changed snapshots stored with ``service.store_snapshots`` (untimed),
+  then ``service.evaluate_pending`` until nothing is pending (timed), in contacts/s.  Floor:
+  reading the same contacts' rows and memberships by id, in the same batches (1,000).
+
+Every figure is the median of ``--repeat`` repetitions (each floor measured in the same run,
+interleaved with its figure); the ratio is figure time / floor time.  After every timed step
+the memberships are checked against the hand-written predicates.  The floors' predicates are
+written by hand in SQL, not produced by the rule compiler.
+
+The benchmark works in its own schema (``--schema``, default ``bench``, dropped and recreated)
+via ``search_path``, so it never touches other data.  Database: ``--db`` or
+``$SEGMENTS_BENCH_DATABASE_URL`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``).
+If PostgreSQL is unreachable it says so and exits 0 (skipped).
+
+Run: ``python bench/recompute.py [--contacts N] [--repeat R]`` (``tox -e bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
+
+from contact_segments import service
+from contact_segments.service import EvaluatePending, UnitOfWork
+from contact_segments.storage import EventCause, make_engine, make_session_factory, migrate
+from contact_segments.storage import queries as q
+
+DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+URL_ENV = "SEGMENTS_BENCH_DATABASE_URL"
+WORKSPACE = "bench"
+DAY = 86_400
+NOW = 1_780_000_000.0
+"""The instant every evaluation uses (fixed, so runs are reproducible)."""
+
+TAGS = ["promotion", "vip", "newsletter", "b2b", "churn-risk", "event-2026"]
+COUNTRIES = ["MY", "SG", "ID", "TH", "PH", "VN", "US", "GB"]
+LANGUAGES = ["en", "ms", "id", "th", "zh", "vi"]
+
+FLOOR_PREDICATES: dict[str, str] = {
+    # The five defaults' meaning (fixtures/default_segments.json), written by hand.
+    "created_last_7_days": f"created_at > {NOW - 7 * DAY!r}",
+    "inactive_30_days": f"last_incoming_message_at < {NOW - 30 * DAY!r} AND last_incoming_message_at <> 0",
+    "with_tags": "cardinality(tags) > 0",
+    "country_known": "country <> ''",
+    "language_known": "language <> ''",
+}
+
+GENERATE = """
+INSERT INTO contacts (
+    workspace_id, id, version, first_name, last_name, email, phone, country, language, lifecycle,
+    assignee, conversation_status, last_interacted_channel, channels, tags, created_at,
+    last_incoming_message_at, last_outgoing_message_at, custom_fields, updated_at, pending_mask)
+SELECT
+    :ws, 'c' || lpad(n::text, 8, '0'), 1,
+    'First' || (n % 997), 'Last' || (n % 991),
+    CASE WHEN r1 < 0.6 THEN 'c' || n || '@example.com' END,
+    CASE WHEN r2 < 0.8 THEN '+60' || (100000000 + n) END,
+    CASE WHEN r3 < 0.8 THEN (CAST(:countries AS text[]))[1 + floor(r4 * 8)::int] END,
+    CASE WHEN r5 < 0.7 THEN (CAST(:languages AS text[]))[1 + floor(r6 * 6)::int] END,
+    (ARRAY['new lead', 'hot lead', 'customer', 'cold'])[1 + n % 4],
+    (ARRAY[NULL, 'aisyah', 'ben', 'chen'])[1 + n % 4],
+    CASE WHEN n % 2 = 0 THEN 'open' ELSE 'closed' END,
+    (ARRAY['whatsapp', 'messenger', 'instagram', 'email', 'sms'])[1 + n % 5],
+    ARRAY['whatsapp', 'email'],
+    CASE WHEN r8 < 0.33 THEN '{}'::text[]
+         WHEN r8 < 0.66 THEN ARRAY[(CAST(:tags AS text[]))[1 + floor(r9 * 6)::int]]
+         ELSE ARRAY[(CAST(:tags AS text[]))[1 + floor(r9 * 3)::int], (CAST(:tags AS text[]))[4 + floor(r10 * 3)::int]] END,
+    created,
+    CASE WHEN r11 < 0.75 THEN created + r12 * (CAST(:now AS float8) - created) END,
+    NULL,
+    jsonb_build_object('plan', (ARRAY['free', 'pro', 'enterprise'])[1 + n % 3], 'orders', n % 41),
+    :now, 0
+FROM (
+    SELECT *, CAST(:now AS float8) - CASE WHEN r13 < 0.03 THEN r14 * 7 * 86400 ELSE r14 * 365 * 86400 END AS created
+    FROM (
+        SELECT n, random() r1, random() r2, random() r3, random() r4, random() r5, random() r6,
+               random() r8, random() r9, random() r10, random() r11, random() r12, random() r13, random() r14
+        FROM generate_series(1, :count) AS n
+    ) numbered
+) randomised
+"""
+
+CHANGE = """
+UPDATE contacts SET
+    version = version + 1,
+    tags = CASE WHEN cardinality(tags) > 0 THEN '{}'::text[] ELSE ARRAY['promotion'] END,
+    country = CASE WHEN country IS NULL THEN 'MY' WHEN random() < 0.5 THEN NULL ELSE country END,
+    language = CASE WHEN language IS NULL THEN 'en' WHEN random() < 0.5 THEN NULL ELSE language END,
+    created_at = CASE WHEN random() < 0.1 THEN :now - random() * 14 * 86400 ELSE created_at END,
+    last_incoming_message_at = :now - random() * 60 * 86400,
+    updated_at = :now
+WHERE workspace_id = :ws AND id = ANY(:ids)
+"""
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+class Recorder:
+    """A dispatcher that keeps the commands instead of running them."""
+
+    def __init__(self) -> None:
+        self.commands: list[Any] = []
+
+    def dispatch(self, commands: Iterable[Any]) -> None:
+        self.commands.extend(commands)
+
+
+@dataclass
+class Figure:
+    label: str
+    unit: str  # "s" or "contacts/s"
+    target: str
+    ok: Callable[[float], bool]
+    samples: list[float] = field(default_factory=list)  # seconds
+    floors: list[float] = field(default_factory=list)  # seconds
+    work: int = 1  # contacts per sample, for rates
+
+
+def timed(function: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def bench_engine(url: str, schema: str) -> Engine:
+    return make_engine(url, connect_args={"options": f"-c search_path={schema}"}, pool_size=2)
+
+
+def reset_schema(url: str, schema: str) -> None:
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    finally:
+        engine.dispose()
+
+
+def execute(engine: Engine, sql: str, **params: Any) -> Any:
+    with engine.begin() as connection:
+        return connection.execute(text(sql), params)
+
+
+def vacuum(engine: Engine, *tables: str) -> None:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text(f"VACUUM (ANALYZE) {', '.join(tables)}"))
+
+
+def segments_by_key(engine: Engine) -> dict[str, tuple[int, int]]:
+    """Default key -> (segment id, rule version)."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT default_key, id, rule_version FROM segments WHERE workspace_id = :ws"), {"ws": WORKSPACE}
+        )
+        return {key: (ident, version) for key, ident, version in rows}
+
+
+def check_memberships(engine: Engine, segments: dict[str, tuple[int, int]]) -> None:
+    """Each segment's members are exactly the contacts its hand-written predicate matches."""
+    with engine.connect() as connection:
+        for key, predicate in FLOOR_PREDICATES.items():
+            segment_id = segments[key][0]
+            wrong = connection.scalar(
+                text(
+                    f"""SELECT count(*) FROM
+                        (SELECT id FROM contacts WHERE workspace_id = :ws AND {predicate}) c
+                        FULL JOIN (SELECT contact_id FROM memberships WHERE segment_id = :sid) m
+                        ON m.contact_id = c.id
+                        WHERE c.id IS NULL OR m.contact_id IS NULL"""
+                ),
+                {"ws": WORKSPACE, "sid": segment_id},
+            )
+            if wrong:
+                raise SystemExit(f"memberships of {key!r} differ from its predicate for {wrong} contacts")
+
+
+# --------------------------------------------------------------------------- the steps
+
+
+def setup(engine: Engine, count: int) -> dict[str, tuple[int, int]]:
+    migrate(engine)
+    uow = UnitOfWork.for_engine(engine)  # no dispatcher: the first builds are ours to time
+    service.create_workspace(uow, WORKSPACE, name="Benchmark", now=NOW - 400 * DAY)
+    with engine.begin() as connection:
+        connection.execute(text("SELECT setseed(0.42)"))
+        connection.execute(
+            text(GENERATE),
+            {"ws": WORKSPACE, "count": count, "now": NOW, "tags": TAGS, "countries": COUNTRIES, "languages": LANGUAGES},
+        )
+    vacuum(engine, "contacts")
+    return segments_by_key(engine)
+
+
+def empty_memberships(engine: Engine) -> None:
+    execute(engine, "TRUNCATE memberships, membership_events")
+
+
+def rebuild_all(engine: Engine, segments: dict[str, tuple[int, int]], *, first_build: bool) -> None:
+    uow = UnitOfWork.for_engine(engine)
+    for segment_id, version in segments.values():
+        result = service.rebuild_segment(
+            uow, WORKSPACE, segment_id, rule_version=version, now=NOW, cause=EventCause.RULE_EDITED, first_build=first_build
+        )
+        if result.stale:
+            raise SystemExit(f"rebuild of segment {segment_id} went stale")
+
+
+def floor_insert(engine: Engine, segments: dict[str, tuple[int, int]]) -> None:
+    for key, predicate in FLOOR_PREDICATES.items():
+        execute(
+            engine,
+            f"""INSERT INTO memberships (segment_id, contact_id, workspace_id, since)
+                SELECT :sid, id, workspace_id, :now FROM contacts WHERE workspace_id = :ws AND {predicate}""",
+            sid=segments[key][0],
+            ws=WORKSPACE,
+            now=NOW,
+        )
+
+
+def floor_count(engine: Engine) -> None:
+    with engine.connect() as connection:
+        for predicate in FLOOR_PREDICATES.values():
+            connection.scalar(
+                text(f"SELECT count(*) FROM contacts WHERE workspace_id = :ws AND {predicate}"), {"ws": WORKSPACE}
+            )
+
+
+def sample_ids(engine: Engine, count: int, total: int, rng: random.Random) -> list[str]:
+    numbers = rng.sample(range(1, total + 1), min(count, total))
+    return sorted(f"c{n:08d}" for n in numbers)
+
+
+def change_in_sql(engine: Engine, ids: list[str]) -> None:
+    execute(engine, CHANGE, ws=WORKSPACE, ids=ids, now=NOW)
+
+
+def changed_snapshots(engine: Engine, ids: list[str], rng: random.Random) -> list[dict[str, Any]]:
+    """New versions of the contacts: tags, country and last incoming message changed."""
+    factory = make_session_factory(engine)
+    with factory() as session:
+        views = q.load_contact_views(session, WORKSPACE, ids)
+        versions = q.contact_versions(session, WORKSPACE, ids)
+    snapshots = []
+    for contact_id, view in views.items():
+        snapshot: dict[str, Any] = dict(view)
+        snapshot["version"] = versions[contact_id] + 1
+        snapshot["tags"] = [] if view["tags"] else [rng.choice(TAGS)]
+        snapshot["country"] = None if view["country"] else rng.choice(COUNTRIES)
+        snapshot["last_incoming_message_at"] = NOW - rng.uniform(0, 60 * DAY)
+        snapshots.append(snapshot)
+    return snapshots
+
+
+def store(engine: Engine, snapshots: list[dict[str, Any]]) -> None:
+    uow = UnitOfWork.for_engine(engine)
+    with uow:
+        stored = service.store_snapshots(uow, WORKSPACE, snapshots, now=NOW)
+        uow.commit()
+    if len(stored) != len(snapshots):
+        raise SystemExit(f"stored {len(stored)} of {len(snapshots)} snapshots")
+
+
+def evaluate_until_done(engine: Engine) -> None:
+    factory = make_session_factory(engine)
+    while True:
+        recorder = Recorder()
+        service.evaluate_pending(UnitOfWork(factory, recorder), WORKSPACE, now=NOW)
+        if not any(isinstance(c, EvaluatePending) for c in recorder.commands):
+            return
+
+
+def pending_count(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return connection.scalar(
+            text("SELECT count(*) FROM contacts WHERE workspace_id = :ws AND pending_mask <> 0"), {"ws": WORKSPACE}
+        )
+
+
+def floor_read(engine: Engine, ids: list[str]) -> None:
+    """What any targeted evaluation must read: the contacts' rows and their memberships."""
+    with engine.connect() as connection:
+        for start in range(0, len(ids), q.BATCH_SIZE):
+            batch = ids[start : start + q.BATCH_SIZE]
+            with connection.begin():
+                connection.execute(
+                    text("SELECT * FROM contacts WHERE workspace_id = :ws AND id = ANY(:ids) ORDER BY id FOR UPDATE"),
+                    {"ws": WORKSPACE, "ids": batch},
+                ).all()
+                connection.execute(
+                    text("SELECT contact_id, segment_id FROM memberships WHERE workspace_id = :ws AND contact_id = ANY(:ids)"),
+                    {"ws": WORKSPACE, "ids": batch},
+                ).all()
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", default=os.environ.get(URL_ENV) or DEFAULT_URL, help=f"database URL (${URL_ENV})")
+    parser.add_argument("--schema", default="bench", help="schema to (re)create and work in")
+    parser.add_argument("--contacts", type=int, default=1_000_000)
+    parser.add_argument("--changed", type=int, default=10_000, help="contacts changed for the targeted figure")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions per figure (the median is shown)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--keep", action="store_true", help="keep the schema afterwards (to inspect it)")
+    args = parser.parse_args()
+    if not args.schema.isidentifier():
+        parser.error("--schema must be a plain identifier")
+
+    try:
+        reset_schema(args.db, args.schema)
+    except OperationalError as error:
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        print(f"recompute benchmark skipped: PostgreSQL is unreachable at {args.db} ({reason})")
+        return
+    engine = bench_engine(args.db, args.schema)
+    rng = random.Random(args.seed)
+    n = args.contacts
+
+    started = time.perf_counter()
+    segments = setup(engine, n)
+    print(f"{n:,} contacts generated in {time.perf_counter() - started:.1f} s (schema {args.schema!r})")
+
+    rebuild = Figure("rebuild from empty, 5 segments", "s", "<= 2x", lambda r: r <= 2)
+    incremental = Figure("incremental rebuild, 1% changed", "s", "<= 1.5x", lambda r: r <= 1.5)
+    targeted = Figure(f"targeted, {min(args.changed, n):,} changed", "contacts/s", ">= 20,000/s", lambda rate: rate >= 20_000)
+    targeted.work = min(args.changed, n)
+
+    # Rebuild from empty: the floor and the service alternate who goes first.
+    for rep in range(args.repeat):
+        for which in ((0, 1) if rep % 2 == 0 else (1, 0)):
+            empty_memberships(engine)
+            if which == 0:
+                rebuild.floors.append(timed(lambda: floor_insert(engine, segments)))
+            else:
+                rebuild.samples.append(timed(lambda: rebuild_all(engine, segments, first_build=True)))
+            check_memberships(engine, segments)
+    vacuum(engine, "contacts", "memberships", "membership_events")
+
+    # Incremental: change 1% in SQL, then count (floor) and rebuild (service).
+    for rep in range(args.repeat):
+        change_in_sql(engine, sample_ids(engine, max(1, n // 100), n, rng))
+        vacuum(engine, "contacts", "memberships")
+        if rep % 2 == 0:
+            incremental.floors.append(timed(lambda: floor_count(engine)))
+            incremental.samples.append(timed(lambda: rebuild_all(engine, segments, first_build=False)))
+        else:
+            incremental.samples.append(timed(lambda: rebuild_all(engine, segments, first_build=False)))
+            incremental.floors.append(timed(lambda: floor_count(engine)))
+        check_memberships(engine, segments)
+
+    # Targeted: store changed snapshots (untimed), evaluate them through the service (timed).
+    for _rep in range(args.repeat):
+        ids = sample_ids(engine, targeted.work, n, rng)
+        snapshots = changed_snapshots(engine, ids, rng)
+        targeted.floors.append(timed(lambda: floor_read(engine, ids)))
+        store(engine, snapshots)
+        if pending_count(engine) != len(ids):
+            raise SystemExit("the stored snapshots did not all become pending")
+        targeted.samples.append(timed(lambda: evaluate_until_done(engine)))
+        if pending_count(engine):
+            raise SystemExit("contacts still pending after evaluate_pending said it was done")
+        check_memberships(engine, segments)
+
+    engine.dispose()
+    print(f"\nmedian of {args.repeat} repetitions, {n:,} contacts, 5 default segments (ratio: time / floor time)")
+    print(f"{'figure':<34}{'service':>16}{'floor':>16}{'ratio':>9}{'target':>14}")
+    for figure in (rebuild, incremental, targeted):
+        seconds, floor = statistics.median(figure.samples), statistics.median(figure.floors)
+        ratio = seconds / floor
+        if figure.unit == "s":
+            shown, shown_floor, ok = f"{seconds:.3f} s", f"{floor:.3f} s", figure.ok(ratio)
+        else:
+            rate = figure.work / seconds
+            shown, shown_floor, ok = f"{rate:,.0f}/s", f"{figure.work / floor:,.0f}/s", figure.ok(rate)
+        verdict = "ok" if ok else "MISSED"
+        print(f"{figure.label:<34}{shown:>16}{shown_floor:>16}{ratio:>8.2f}x{figure.target:>11} {verdict}")
+        spread = ", ".join(f"{s:.3f}" for s in figure.samples)
+        floors = ", ".join(f"{s:.3f}" for s in figure.floors)
+        print(f"{'':<4}samples (s): {spread}; floors (s): {floors}")
+    if not args.keep:
+        reset_schema(args.db, args.schema)
+
+
+if __name__ == "__main__":
+    main()
