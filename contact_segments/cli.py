@@ -22,6 +22,7 @@ import click
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from . import service
 from .service import RuleInput, SegmentsError, UnitOfWork
@@ -49,7 +50,24 @@ class Runtime:
 
     @cached_property
     def engine(self):
-        return make_engine(self.db)
+        """The engine for ``--db``, once it connects (a bad URL or an unreachable database is a
+        user error, not a traceback)."""
+        try:
+            engine = make_engine(self.db)
+        except ArgumentError as error:
+            raise SegmentsError(f"--db: not a usable database URL: {error}") from None
+        try:
+            engine.connect().close()
+        except DBAPIError as error:
+            engine.dispose()
+            url = engine.url.render_as_string(hide_password=True)
+            raise SegmentsError(f"cannot open the database {url}: {str(error.orig).strip()}") from None
+        return engine
+
+    def close(self) -> None:
+        """Close the database connections (when the command ends)."""
+        if "engine" in self.__dict__:
+            self.__dict__.pop("engine").dispose()
 
     def uow(self, *, require_schema: bool = True) -> UnitOfWork:
         if require_schema and current_revision(self.engine) != head_revision():
@@ -159,6 +177,7 @@ pass_runtime = click.make_pass_decorator(Runtime)
 def main(ctx: click.Context, db: str | None, as_json: bool, now: str | None) -> None:
     """contact-segments: live contact segments over JSONLogic rules."""
     ctx.obj = Runtime(db=db, as_json=as_json, fixed_now=parse_instant(now) if now else None)
+    ctx.call_on_close(ctx.obj.close)
 
 
 @main.command()

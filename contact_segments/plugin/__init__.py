@@ -67,13 +67,17 @@ def create_plugin_manager(settings: Settings | None = None, *, plugins: tuple[ob
 
 
 def _plugins_from_env() -> list[object]:
-    """The objects named by ``SEGMENTS_HOST_PLUGINS``: ``package.module:attribute``, comma-separated."""
+    """The plugins named by ``SEGMENTS_HOST_PLUGINS``: ``package.module:attribute``, comma-separated.
+
+    The attribute may be a plugin object, or a class, instantiated without arguments.
+    """
     found = []
     for spec in filter(None, (part.strip() for part in os.environ.get(HOST_PLUGINS_ENV, "").split(","))):
         module_name, _, attribute = spec.partition(":")
         try:
             module = importlib.import_module(module_name)
-            found.append(getattr(module, attribute) if attribute else module)
+            plugin = getattr(module, attribute) if attribute else module
         except (ImportError, AttributeError) as error:
             raise RuntimeError(f"{HOST_PLUGINS_ENV}: cannot load plugin {spec!r}: {error}") from error
+        found.append(plugin() if isinstance(plugin, type) else plugin)
     return found

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..storage import EventCause, pending_changes
 from ..storage import queries as q
+from ..storage.models import TRACKED_FIELDS
 from .commands import DeliverEvents, EvaluatePending
 from .errors import InvalidInput, NotFound
 from .membership import Diff, evaluate_contacts
@@ -31,6 +32,7 @@ from .snapshots import load_snapshot
 from .uow import UnitOfWork
 
 PENDING_BATCH = 1000
+EVERY_FIELD = frozenset(TRACKED_FIELDS)
 
 
 def load_snapshots(documents: Iterable[Any], labels: Iterable[str] | None = None) -> list[dict[str, Any]]:
@@ -83,8 +85,11 @@ def evaluate_pending(uow: UnitOfWork, workspace_id: str, *, now: float, limit: i
         pending = pending_changes.take(uow.session, workspace_id, limit=limit)
         if not pending:
             return Diff()
+        # Every field pending means a new contact: it is evaluated against every segment, those
+        # whose rules read no field (e.g. "all contacts", rule ``true``) included.
+        changed = {contact_id: (None if fields == EVERY_FIELD else fields) for contact_id, fields in pending.items()}
         diff = evaluate_contacts(
-            uow.session, workspace_id, pending, now=now, cause=EventCause.CONTACT_CHANGED, changed=pending
+            uow.session, workspace_id, pending, now=now, cause=EventCause.CONTACT_CHANGED, changed=changed
         )
         if len(pending) == limit:
             uow.add_command(EvaluatePending(workspace_id))

@@ -8,6 +8,7 @@ arrives as JSONLogic or as editor conditions and is validated and normalised bef
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -88,16 +89,17 @@ def _view(segment: Segment, member_count: int) -> SegmentView:
 
 
 def clean_name(name: Any) -> str:
-    """The name to store: trimmed; non-empty, at most 100 characters, no control characters."""
+    """The name to store: NFC-normalised and trimmed; non-empty, at most 100 characters, no
+    control characters or line breaks (so "Café" typed two ways is one name, and a name is one line)."""
     if not isinstance(name, str):
         raise InvalidInput("a segment name must be a string")
-    cleaned = name.strip()
+    cleaned = unicodedata.normalize("NFC", name).strip()
     if not cleaned:
         raise InvalidInput("a segment name must not be empty")
     if len(cleaned) > MAX_NAME_LENGTH:
         raise InvalidInput(f"a segment name has at most {MAX_NAME_LENGTH} characters, this one {len(cleaned)}")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in cleaned):
-        raise InvalidInput("a segment name must not contain control characters")
+    if any(unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") for ch in cleaned):
+        raise InvalidInput("a segment name must not contain control characters, line breaks or lone surrogates")
     return cleaned
 
 
@@ -294,8 +296,13 @@ def rename_segment(uow: UnitOfWork, workspace_id: str, segment_id: Any, *, name:
 
 def delete_segment(uow: UnitOfWork, workspace_id: str, segment_id: Any) -> None:
     """Delete a segment for good: its memberships and undelivered events go with it (cascade),
-    and its pending rebuilds find no segment and stop."""
+    and its pending rebuilds find no segment and stop.
+
+    Locks the workspace row before the segment's, the order evaluations take them in (its
+    share lock, then the segment's key), so a delete waits for them instead of deadlocking.
+    """
     with uow:
+        get_workspace(uow, workspace_id, lock=True)
         segment = get_segment(uow, workspace_id, segment_id, lock=True)
         uow.add_command(_changed(segment, "deleted"))
         uow.session.delete(segment)
@@ -354,6 +361,8 @@ def rebuild_segment(
     Each batch locks the segment row and checks its rule version first: once the rule has moved
     past ``rule_version`` (or the segment is gone) the rebuild stops and reports itself stale.
     A first build writes one "built" event with the member count instead of per-contact events.
+    Like any evaluation, each batch runs at ``now`` or at the workspace's last tick if that is
+    later (see :func:`evaluation_instant`), so a rebuild never undoes a flip a tick applied.
     """
     with uow:
         bounds = setwise.contact_id_bounds(uow.session, workspace_id, batch_size)
@@ -362,17 +371,18 @@ def rebuild_segment(
     for upto in bounds:
         with uow:
             try:
+                at = evaluation_instant(uow, workspace_id, now)  # the workspace's lock before the segment's
                 segment = get_segment(uow, workspace_id, segment_id, lock=True)
             except NotFound:
                 return RebuildResult(segment_id, len(total.entered), len(total.exited), 0, stale=True)
             if rule_version is not None and segment.rule_version != rule_version:
                 return RebuildResult(segment_id, len(total.entered), len(total.exited), 0, stale=True)
             total.extend(
-                rebuild_batch(uow.session, segment, after=after, upto=upto, now=now, cause=cause, events=not first_build)
+                rebuild_batch(uow.session, segment, after=after, upto=upto, now=at, cause=cause, events=not first_build)
             )
             if upto is None and first_build:
                 count = _member_count(uow, segment)
-                q.append_events(uow.session, [built_event(segment, count, now)])
+                q.append_events(uow.session, [built_event(segment, count, at)])
             uow.commit()
         if progress is not None:
             progress(1)

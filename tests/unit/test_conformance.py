@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.jsoracle import normalise, same_value, to_json
 
 from contact_segments.rules import apply, compile_rule
+from tests.support.jsoracle import normalise, same_value, to_json
 
 SUITE = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "jsonlogic-tests.json"
 CASE_COUNT = 277

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.jsoracle import JsOracle, JsResult, normalise, require_oracle, same_value, to_json
-from support.strategies import data_objects, operations
 
 from contact_segments.rules import apply
+from tests.support.jsoracle import JsOracle, JsResult, normalise, require_oracle, same_value, to_json
+from tests.support.strategies import data_objects, operations
 
 ORACLE_EXAMPLES = 500
 

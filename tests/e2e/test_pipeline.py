@@ -1,0 +1,174 @@
+"""The Celery pipeline end to end: a host's hook calls, real workers on Redis, PostgreSQL.
+
+The reference host (tests/support/reference_host.py) saves contacts through the hooks and
+records what the workers deliver to it.  Expectations are computed independently: membership by
+evaluating each contact's final snapshot with ``apply``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+
+import pytest
+from sqlalchemy import func, select
+
+from contact_segments import service
+from contact_segments.rules import apply
+from contact_segments.storage import Contact, Membership, MembershipEvent
+from tests.support.reference_host import FAILURES_ENV
+
+from .conftest import Pipeline, wait_for
+
+pytestmark = [pytest.mark.redis, pytest.mark.timeout(300)]
+
+PROMOTION = {"in": ["promotion", {"var": "tags"}]}
+TIMEZONE = "Asia/Kuala_Lumpur"
+
+
+def create_workspace(pipeline: Pipeline, workspace_id: str) -> None:
+    """Through the hook: the worker creates it and seeds the five defaults."""
+    pipeline.hooks.hook.segments_workspace_created(workspace_id=workspace_id, name="Acme", timezone=TIMEZONE)
+    wait_for(lambda: _segment_count(pipeline, workspace_id) == 5, what="the default segments")
+
+
+def _segment_count(pipeline: Pipeline, workspace_id: str) -> int:
+    try:
+        return len(service.list_segments(pipeline.uow(), workspace_id))
+    except service.NotFound:
+        return 0
+
+
+def promotion_segment(pipeline: Pipeline, workspace_id: str) -> int:
+    view = service.create_segment(
+        pipeline.uow(), workspace_id, name="Tagged promotion", rule=service.RuleInput(rule=PROMOTION), now=0
+    )
+    wait_for(lambda: _built(pipeline, view.id), what="the first build")
+    return view.id
+
+
+def _built(pipeline: Pipeline, segment_id: int) -> bool:
+    return any(e["kind"] == "built" and e["segment_id"] == segment_id for e in pipeline.host.events())
+
+
+def snapshot(contact_id: str, version: int, tags: list[str], **fields: object) -> dict:
+    return {"id": contact_id, "version": version, "tags": tags, "created_at": "2026-01-01T00:00:00+00:00", **fields}
+
+
+def events_of(pipeline: Pipeline, segment_id: int, contact_id: str) -> list[str]:
+    return [
+        e["kind"] for e in pipeline.host.events() if e["segment_id"] == segment_id and e["contact_id"] == contact_id
+    ]
+
+
+def _outbox_count(pipeline: Pipeline, *, kind: str) -> int:
+    with pipeline.session_factory() as session:
+        return session.scalar(select(func.count()).where(MembershipEvent.kind == kind)) or 0
+
+
+def drained(pipeline: Pipeline, workspace_id: str) -> bool:
+    """Nothing pending, nothing undelivered."""
+    with pipeline.session_factory() as session:
+        pending = session.scalar(
+            select(func.count()).where(Contact.workspace_id == workspace_id, Contact.pending_mask != 0)
+        )
+        undelivered = session.scalar(
+            select(func.count()).where(
+                MembershipEvent.workspace_id == workspace_id, MembershipEvent.delivered_at.is_(None)
+            )
+        )
+    return pending == 0 and undelivered == 0
+
+
+def test_a_tagged_contact_enters_then_exits(pipeline: Pipeline) -> None:
+    pipeline.start_worker()
+    create_workspace(pipeline, "ws")
+    segment_id = promotion_segment(pipeline, "ws")
+
+    pipeline.hooks.hook.segments_contact_saved(workspace_id="ws", snapshot=snapshot("c1", 1, ["promotion"]))
+    wait_for(lambda: events_of(pipeline, segment_id, "c1") == ["entered"], timeout=10, what="'entered'")
+
+    pipeline.hooks.hook.segments_contact_saved(workspace_id="ws", snapshot=snapshot("c1", 2, []))
+    wait_for(lambda: events_of(pipeline, segment_id, "c1") == ["entered", "exited"], timeout=10, what="'exited'")
+
+    changes = [r for r in pipeline.host.records() if r["type"] == "segment_changed"]
+    assert {"created"} <= {c["change"] for c in changes}
+    entered = next(e for e in pipeline.host.events() if e["contact_id"] == "c1" and e["kind"] == "entered")
+    assert entered["cause"] == "contact_changed" and entered["workspace_id"] == "ws"
+
+
+def test_a_stale_version_after_a_newer_one_changes_nothing(pipeline: Pipeline) -> None:
+    pipeline.start_worker()
+    create_workspace(pipeline, "ws")
+    segment_id = promotion_segment(pipeline, "ws")
+    pipeline.hooks.hook.segments_contact_saved(workspace_id="ws", snapshot=snapshot("c1", 2, ["promotion"]))
+    wait_for(lambda: drained(pipeline, "ws") and events_of(pipeline, segment_id, "c1"), what="the first change")
+
+    pipeline.hooks.hook.segments_contact_saved(workspace_id="ws", snapshot=snapshot("c1", 1, []))
+    pipeline.hooks.hook.segments_contact_saved(workspace_id="ws", snapshot=snapshot("c1", 2, []))  # a duplicate
+    wait_for(lambda: drained(pipeline, "ws"), what="the outbox to drain")
+    assert events_of(pipeline, segment_id, "c1") == ["entered"]
+    with pipeline.session_factory() as session:
+        assert session.scalar(select(Contact.tags).where(Contact.id == "c1")) == ["promotion"]
+
+
+def test_bursts_coalesce_into_the_newest_snapshots(pipeline: Pipeline) -> None:
+    """1,000 changes to 100 contacts, versions shuffled: the same membership as evaluating each
+    contact's final snapshot, and per contact alternating events."""
+    pipeline.start_worker()
+    create_workspace(pipeline, "ws")
+    segment_id = promotion_segment(pipeline, "ws")
+    rng = random.Random(4)
+    changes = [
+        snapshot(f"c{n:03d}", version, rng.sample(["promotion", "vip", "b2b"], rng.randint(0, 2)),
+                 country=rng.choice(["MY", "SG", None]))  # fmt: skip
+        for n in range(100)
+        for version in range(1, 11)
+    ]
+    rng.shuffle(changes)
+    for start in range(0, len(changes), 25):
+        pipeline.hooks.hook.segments_contacts_saved(workspace_id="ws", snapshots=changes[start : start + 25])
+
+    wait_for(lambda: drained(pipeline, "ws"), timeout=60, what="the outbox to drain")
+    final = {}
+    for change in changes:
+        if change["version"] > final.get(change["id"], {"version": 0})["version"]:
+            final[change["id"]] = change
+    expected = {cid for cid, snap in final.items() if apply({"!!": [PROMOTION]}, {"tags": snap["tags"]})}
+    with pipeline.session_factory() as session:
+        members = set(session.scalars(select(Membership.contact_id).where(Membership.segment_id == segment_id)))
+    assert members == expected
+
+    per_contact: dict[str, list[str]] = defaultdict(list)
+    for event in pipeline.host.events():
+        if event["segment_id"] == segment_id and event["kind"] != "built":
+            per_contact[event["contact_id"]].append(event["kind"])
+    for contact_id, kinds in per_contact.items():
+        assert kinds == ["entered", "exited"] * (len(kinds) // 2) + ["entered"] * (len(kinds) % 2), contact_id
+        assert (kinds[-1] == "entered") == (contact_id in expected)
+    assert set(per_contact) >= expected
+    assert len({e["event_id"] for e in pipeline.host.events()}) == len(pipeline.host.events())
+
+
+def test_a_failing_host_hook_gets_the_same_events_again(pipeline: Pipeline) -> None:
+    """The host raises on its first two deliveries, then succeeds: every event arrives once
+    per successful delivery, with the ids it had in the failed ones."""
+    pipeline.env[FAILURES_ENV] = "2"
+    pipeline.start_worker()
+    pipeline.hooks.hook.segments_workspace_created(workspace_id="ws", name="Acme", timezone=TIMEZONE)
+    wait_for(lambda: _outbox_count(pipeline, kind="built") == 5, what="the defaults' first builds")
+    pipeline.hooks.hook.segments_contact_saved(
+        workspace_id="ws", snapshot=snapshot("c1", 1, ["vip"], country="MY", language="ms")
+    )
+    wait_for(lambda: drained(pipeline, "ws"), timeout=60, what="delivery after the host's failures")
+
+    records = pipeline.host.records()
+    failed = [r for r in records if r["type"] == "delivery_failed"]
+    assert len(failed) == 2
+    delivered = [r for r in records if r["type"] == "event"]
+    ids = [e["event_id"] for e in delivered]
+    assert len(ids) == len(set(ids))
+    refused = {event_id for record in failed for event_id in record["event_ids"]}
+    assert refused <= set(ids)
+    entered = {e["segment_id"] for e in delivered if e["contact_id"] == "c1" and e["kind"] == "entered"}
+    assert len(entered) == 3  # with tags, country known, language known
