@@ -35,7 +35,7 @@ _ABSENT = UNDEFINED
 # JavaScript's StrWhiteSpaceChar: WhiteSpace and LineTerminator.
 _JS_WHITESPACE = " \t\n\v\f\r\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
 
-_DECIMAL = r"[+-]?(?:Infinity|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)"
+_DECIMAL = r"[+-]?(?:Infinity|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"  # ASCII digits only
 _NUMBER_LITERAL = re.compile(rf"(?:{_DECIMAL}|0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+)")
 _DECIMAL_PREFIX = re.compile(_DECIMAL)
 
@@ -269,7 +269,8 @@ def subtract(a: Any, b: Any) -> float | int:
 
 
 def negate(a: Any) -> float | int:
-    return -to_number(a)
+    number = to_number(a)
+    return -number if number != 0 else -float(number)  # JavaScript's -0
 
 
 def divide(a: Any, b: Any) -> float:
@@ -292,21 +293,28 @@ def modulo(a: Any, b: Any) -> float | int:
     if y in (math.inf, -math.inf):
         return x
     remainder = math.fmod(x, y)
+    if remainder == 0:
+        return math.copysign(0.0, x)  # the dividend's sign, -0 included
     return int(remainder) if type(x) is int and type(y) is int else remainder
 
 
-def minimum(*values: Any) -> float | int:
+def _extreme(values: tuple[Any, ...], pick: Any, empty: float, zero_sign: float) -> float | int:
+    """``Math.min`` / ``Math.max``: NaN wins, and -0 orders below +0."""
     numbers = [to_number(v) for v in values]
     if any(n != n for n in numbers):
         return math.nan
-    return min(numbers, default=math.inf)
+    result = pick(numbers, default=empty)
+    if result == 0 and any(n == 0 and math.copysign(1, n) == zero_sign for n in numbers):
+        return math.copysign(0.0, zero_sign)
+    return result
+
+
+def minimum(*values: Any) -> float | int:
+    return _extreme(values, min, math.inf, -1.0)
 
 
 def maximum(*values: Any) -> float | int:
-    numbers = [to_number(v) for v in values]
-    if any(n != n for n in numbers):
-        return math.nan
-    return max(numbers, default=-math.inf)
+    return _extreme(values, max, -math.inf, 1.0)
 
 
 # --------------------------------------------------------------------------- strings and arrays
@@ -409,9 +417,22 @@ def property_of(container: Any, key: str) -> Any:
     if kind is list or kind is str:
         if key == "length":
             return len(container) if kind is list else _utf16_len(container)
-        if key.isdigit() and (key == "0" or key[0] != "0") and int(key) < len(container):
-            return container[int(key)]
+        if key.isascii() and key.isdigit() and (key == "0" or key[0] != "0"):
+            index = int(key)
+            if kind is list:
+                return container[index] if index < len(container) else UNDEFINED
+            return _utf16_unit(container, index)
     return UNDEFINED
+
+
+def _utf16_unit(text: str, index: int) -> Any:
+    """``text[index]`` in JavaScript: one UTF-16 code unit (half a surrogate pair, maybe)."""
+    if all(ch <= "\uffff" for ch in text):
+        return text[index] if index < len(text) else UNDEFINED
+    units = _utf16(text)
+    if 2 * index >= len(units):
+        return UNDEFINED
+    return units[2 * index : 2 * index + 2].decode("utf-16-be", "surrogatepass")
 
 
 def lookup(data: Any, path: Any, default: Any = None) -> Any:

@@ -128,15 +128,48 @@ class Var(Operator):
         return Expr(f"{em.bind(js.lookup)}({args})")
 
 
+def _as_rule(value: Any, data: Any) -> Any:
+    """What json-logic-js's ``apply`` makes of a value that reached it from data: a one-key
+    object is a rule (evaluated, so an unknown operator raises), an array is mapped."""
+    if type(value) is list:
+        return [_as_rule(item, data) for item in value]
+    if type(value) is dict and len(value) == 1:
+        from .compiler import apply  # runtime values only: compiled rules never get here
+
+        return apply(value, data)
+    return value
+
+
+def _var_of(key: Any, data: Any) -> Any:
+    """json-logic-js's ``apply({"var": key}, data)`` for a key computed at run time."""
+    if type(key) not in (list, dict):
+        return js.lookup(data, key)
+    args = _as_rule(key if type(key) is list else [key], data)
+    if not args:
+        return data
+    return js.lookup(data, args[0], args[1] if len(args) > 1 else None)
+
+
 def missing_of(data: Any, args: list) -> list:
-    """``missing``: keys given as arguments, or as one array argument."""
+    """``missing``: keys given as arguments, or as one array argument.
+
+    json-logic-js reads each key as ``{"var": key}``: a key that is an array is ``var``'s
+    argument list, one that is an object a rule.  Plain keys take the direct path.
+    """
     keys = args[0] if args and type(args[0]) is list else args
-    return js.missing(data, keys)
+    if all(type(key) not in (list, dict) for key in keys):
+        return js.missing(data, keys)
+    return [key for key in keys if (value := _var_of(key, data)) is None or value == ""]
 
 
 def missing_some_of(data: Any, need: Any, options: Any) -> list:
-    """``missing_some``: nothing, if at least ``need`` of ``options`` are present."""
-    absent = missing_of(data, options if type(options) is list else [options])
+    """``missing_some``: nothing, if at least ``need`` of ``options`` are present.
+
+    json-logic-js evaluates ``{"missing": options}`` as a rule, so the options are read once
+    more as rules before they are keys.
+    """
+    keys = _as_rule(options, data) if type(options) is list else [options]
+    absent = missing_of(data, keys)
     size = js.property_of(options, "length")
     present = js.subtract(size, len(absent)) if size is not js.UNDEFINED else float("nan")
     return [] if js.greater_equal(present, need) else absent

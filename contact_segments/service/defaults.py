@@ -19,9 +19,12 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from sqlalchemy import delete
+
+from ..storage import DefaultRegistryEntry
 from ..storage import queries as q
 from .commands import RebuildSegment
-from .errors import DuplicateName
+from .errors import DuplicateName, LimitReached
 from .segments import RuleInput, _insert_segment, resolve_rule
 from .uow import UnitOfWork
 
@@ -58,7 +61,9 @@ def seed_defaults(uow: UnitOfWork, workspace_id: str, timezone: str, *, now: flo
     """Create the defaults the workspace has never had, in the current transaction.
 
     Returns the new segments' ids; their first builds follow the commit.  A default whose name
-    is already taken by a segment of the user's is recorded but not created.
+    is already taken by a segment of the user's is recorded but not created.  A default that
+    finds the workspace full (500 segments) is neither: it comes at a later seeding, once there
+    is room, and a full workspace is no error.
     """
     registry = registry or default_registry()
     claimed = set(q.claim_defaults(uow.session, workspace_id, [d.key for d in registry.segments], registry_version=registry.version))
@@ -70,6 +75,13 @@ def seed_defaults(uow: UnitOfWork, workspace_id: str, timezone: str, *, now: flo
         try:
             segment = _insert_segment(uow, workspace_id, default.name, rule, conditions, "", now, default_key=default.key)
         except DuplicateName:
+            continue
+        except LimitReached:
+            uow.session.execute(
+                delete(DefaultRegistryEntry).where(
+                    DefaultRegistryEntry.workspace_id == workspace_id, DefaultRegistryEntry.default_key == default.key
+                )
+            )
             continue
         q.link_default_segment(uow.session, workspace_id, default.key, segment.id)
         uow.add_command(RebuildSegment(workspace_id, segment.id, segment.rule_version, first_build=True))

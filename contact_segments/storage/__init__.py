@@ -9,6 +9,7 @@ Typical use::
         stored = upsert_contacts(session, "ws-1", snapshots, now=time.time())
 """
 
+from contact_segments.storage import pending_changes, setwise
 from contact_segments.storage.engine import (
     DATABASE_URL_ENV,
     DEFAULT_DATABASE_URL,
@@ -18,8 +19,10 @@ from contact_segments.storage.engine import (
     normalize_url,
 )
 from contact_segments.storage.models import (
+    ALL_PENDING,
     CONTACT_VIEW_FIELDS,
     MAX_SEGMENTS_PER_WORKSPACE,
+    TRACKED_FIELDS,
     Base,
     Contact,
     DefaultRegistryEntry,
@@ -75,6 +78,10 @@ from contact_segments.storage.schema import (
 )
 
 __all__ = [
+    "ALL_PENDING",
+    "TRACKED_FIELDS",
+    "pending_changes",
+    "setwise",
     "BATCH_SIZE",
     "CONTACT_VIEW_FIELDS",
     "DATABASE_URL_ENV",

@@ -79,9 +79,13 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _js_number(text: str | None) -> float | None:
-    """SQL ``js_number(text)``: JavaScript's ``Number(text)``, NULL for NaN (see rules.sql)."""
-    if text is None:
+def _js_number(text: object) -> float | None:
+    """SQL ``js_number(text)``: JavaScript's ``Number(text)``, NULL for NaN (see rules.sql).
+
+    SQLite may call it on rows a surrounding type test excludes (it does not promise to
+    short-circuit), so anything but text gives NULL instead of raising.
+    """
+    if not isinstance(text, str):
         return None
     number = string_to_number(text)
     return None if number != number else number

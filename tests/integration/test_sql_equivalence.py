@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, Table, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
-from support.segment_strategies import NOWS, contact_sets, raw_segment_rules, segment_rules
+from tests.support.segment_strategies import NOWS, contact_sets, raw_segment_rules, segment_rules
 
 from contact_segments.rules import compile_predicate
 from contact_segments.rules.sql import rule_to_sql

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from contact_segments.storage import (
     CONTACT_VIEW_FIELDS,
     MAX_SEGMENTS_PER_WORKSPACE,
+    TRACKED_FIELDS,
     Contact,
     DefaultRegistryEntry,
     EventCause,
@@ -51,6 +52,7 @@ from contact_segments.storage import (
     migrate,
     normalize_url,
     open_tick_window,
+    pending_changes,
     record_failed_delivery,
     release_segment_slot,
     remove_memberships,
@@ -325,18 +327,31 @@ def test_string_lists_round_trip(session: Session, backend: str, tags: list[str]
     assert session.execute(text(query)).scalar() == expected
 
 
-def test_a_nullable_string_list_keeps_none_as_null(session: Session) -> None:
-    upsert_contacts(session, WS, [snapshot("c1", 1)], now=NOW)
-    contact = session.get_one(Contact, (WS, "c1"))
-    assert contact.pending_fields is None
+def pending(session: Session) -> dict[str, frozenset[str]]:
+    rows = session.execute(select(Contact.id, Contact.pending_mask).where(Contact.pending_mask != 0))
+    return {contact_id: pending_changes.fields_of(mask) for contact_id, mask in rows}
 
-    contact.pending_fields = ["tags", "custom_fields.plan"]
-    session.flush()
-    assert session.scalar(select(Contact.pending_fields)) == ["tags", "custom_fields.plan"]
 
-    contact.pending_fields = None
-    session.flush()
-    assert session.scalar(select(func.count()).where(Contact.pending_fields.is_(None))) == 1
+def test_the_upsert_marks_the_fields_it_changed_as_pending(session: Session) -> None:
+    upsert_contacts(session, WS, [snapshot("c1", 1, tags=["a"])], now=NOW)
+    assert pending(session) == {"c1": frozenset(TRACKED_FIELDS)}  # new: everything
+    assert pending_changes.take(session, WS) == {"c1": frozenset(TRACKED_FIELDS)}
+    assert pending(session) == {}
+
+    upsert_contacts(session, WS, [snapshot("c1", 2, tags=["a", "b"])], now=NOW)
+    upsert_contacts(session, WS, [snapshot("c1", 3, tags=["a", "b"], country="MY")], now=NOW)
+    upsert_contacts(session, WS, [snapshot("c1", 1, email="stale@example.com")], now=NOW)
+    assert pending(session) == {"c1": frozenset({"tags", "country"})}  # accumulated; the stale one ignored
+
+    upsert_contacts(session, WS, [snapshot("c1", 4, tags=["a", "b"], country="MY", custom_fields={"k": 1})], now=NOW)
+    assert pending_changes.take(session, WS) == {"c1": frozenset({"tags", "country", "custom_fields"})}
+
+
+def test_take_returns_at_most_the_limit_in_id_order(session: Session) -> None:
+    upsert_contacts(session, WS, [snapshot(f"c{n}", 1) for n in range(5)], now=NOW)
+    assert list(pending_changes.take(session, WS, limit=3)) == ["c0", "c1", "c2"]
+    assert list(pending_changes.take(session, WS, limit=3)) == ["c3", "c4"]
+    assert pending_changes.workspaces_with_pending(session) == []
 
 
 def test_delete_contacts_returns_the_ids_that_existed(session: Session) -> None:
