@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 import click
 from rich.console import Console
@@ -25,6 +25,7 @@ from rich.table import Table
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from . import service
+from .rules import jsontext
 from .service import RuleInput, SegmentsError, UnitOfWork
 from .service.settings import BROKER_URL_ENV, Settings
 from .storage import EventCause, make_engine, make_session_factory
@@ -124,34 +125,36 @@ def parse_instant(text: str) -> float:
     return instant.timestamp()
 
 
-def read_json_argument(value: str, what: str) -> Any:
-    """A JSON document given inline, or as ``@FILE`` (``@-`` for standard input)."""
-    if value.startswith("@"):
-        name = value[1:]
-        try:
-            text = sys.stdin.read() if name == "-" else Path(name).read_text("utf-8")
-        except OSError as error:
-            raise SegmentsError(f"cannot read {what} from {name!r}: {error.strerror}") from None
-    else:
-        text = value
+def read_argument(value: str, what: str) -> str | bytes:
+    """A document given inline (its text), or as ``@FILE`` (its bytes; ``@-`` for standard input)."""
+    if not value.startswith("@"):
+        return value
+    name = value[1:]
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise SegmentsError(f"{what} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}") from None
-    except RecursionError:
-        raise SegmentsError(f"{what} nests too deeply") from None
+        return sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+    except OSError as error:
+        raise SegmentsError(f"cannot read {what} from {name!r}: {error.strerror}") from None
 
 
-def iter_json_lines(stream: TextIO) -> Iterator[tuple[int, Any]]:
+def read_json_argument(value: str, what: str) -> Any:
+    """A JSON document given inline, or as ``@FILE`` (``@-`` for standard input), parsed strictly."""
+    raw = read_argument(value, what)
+    try:
+        return jsontext.loads(raw if isinstance(raw, str) else jsontext.decode(raw))
+    except jsontext.JSONTextError as error:
+        raise SegmentsError(f"{what} is not valid JSON: {error}") from None
+
+
+def iter_json_lines(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
     """(line number, document) for each non-blank line; a bad line names its number."""
     for number, line in enumerate(stream, start=1):
-        if not line.strip():
-            continue
         try:
-            yield number, json.loads(line)
-        except (json.JSONDecodeError, RecursionError) as error:
-            detail = error.msg if isinstance(error, json.JSONDecodeError) else "nested too deeply"
-            raise SegmentsError(f"line {number}: not valid JSON ({detail})") from None
+            text = jsontext.decode(line)
+            if not text.strip(" \t\r\n"):  # JSON's whitespace only
+                continue
+            yield number, jsontext.loads(text)
+        except jsontext.JSONTextError as error:
+            raise SegmentsError(f"line {number}: not valid JSON ({error})") from None
 
 
 class SegmentsGroup(click.Group):
@@ -229,8 +232,10 @@ workspace_option = click.option("-w", "--workspace", "workspace_id", required=Tr
 
 
 def rule_input(rule: str | None, conditions: str | None) -> RuleInput:
+    """The rule goes to the rules layer as text (or a file's bytes): it parses it strictly, within
+    its limits of size and depth, before anything else reads it."""
     return RuleInput(
-        rule=read_json_argument(rule, "the rule") if rule is not None else None,
+        rule=read_argument(rule, "the rule") if rule is not None else None,
         conditions=read_json_argument(conditions, "the conditions") if conditions is not None else None,
     )
 
@@ -387,15 +392,17 @@ def contacts() -> None:
 
 @contacts.command("upsert")
 @workspace_option
-@click.argument("source", type=click.File("r", encoding="utf-8"), default="-")
+@click.argument("source", type=click.File("rb"), default="-")
 @click.option("--batch-size", default=1000, show_default=True)
 @pass_runtime
-def contacts_upsert(rt: Runtime, workspace_id: str, source: TextIO, batch_size: int) -> None:
+def contacts_upsert(rt: Runtime, workspace_id: str, source: BinaryIO, batch_size: int) -> None:
     """Upsert snapshots from JSON Lines (FILE or - for standard input).
 
     The whole input is validated first: a bad line stops it all, naming its line number.
     """
     lines = list(iter_json_lines(source))
+    if not lines:
+        raise SegmentsError("no snapshots to upsert: the input is empty (one JSON object per line)")
     snapshots = service.load_snapshots([doc for _, doc in lines], labels=[f"line {n}" for n, _ in lines])
     stored = 0
     uow = rt.uow()

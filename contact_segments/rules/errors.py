@@ -22,6 +22,16 @@ class Diagnostic:
         return f"{self.path}: {self.message}"
 
 
+def quote(value: object, limit: int = 80) -> str:
+    """``repr(value)`` for a message, at most ``limit`` characters: user text is echoed escaped
+    (no control characters reach a terminal) and short (a 50 MB key is not repeated back)."""
+    if isinstance(value, str) and len(value) > limit:
+        value = value[:limit]
+        return repr(value)[: limit + 1] + "…"
+    text = repr(value)
+    return text if len(text) <= limit + 2 else text[: limit + 1] + "…"
+
+
 def child_path(path: str, step: str | int) -> str:
     """The path of a node below ``path``: ``$.and`` for an operator, ``$.and[1]`` for an index."""
     return f"{path}[{step}]" if isinstance(step, int) else f"{path}.{step}"

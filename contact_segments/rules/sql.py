@@ -118,7 +118,13 @@ def _contains_default(element: _Contains, compiler: Any, **kw: Any) -> str:
 
 
 class _JsonPart(FunctionElement[Any]):
-    """One custom field of a JSON object column: its JSON type, its text or its number."""
+    """One custom field of a JSON object column: its JSON type, its text or its number.
+
+    The text and the number are NULL unless the field holds a JSON string or number.  SQL does not
+    promise to evaluate a branch's value only where its guard holds (SQLite computes both sides of
+    an ``AND`` outside ``WHERE``; PostgreSQL may reorder conditions), so each part is safe to
+    compute on any row: no ``CAST('abc' AS DOUBLE PRECISION)``, no ``js_number`` of a JSON ``true``.
+    """
 
     inherit_cache = True
 
@@ -131,10 +137,11 @@ class _JsonPart(FunctionElement[Any]):
 @compiles(_JsonPart, "postgresql")
 def _json_part_pg(element: _JsonPart, compiler: Any, **kw: Any) -> str:
     column, key = (compiler.process(clause, **kw) for clause in element.clauses)
+    kind = f"jsonb_typeof({column} -> {key})"
     return {
-        "type": f"coalesce(jsonb_typeof({column} -> {key}), 'null')",
-        "text": f"({column} ->> {key})",
-        "number": f"CAST({column} ->> {key} AS DOUBLE PRECISION)",
+        "type": f"coalesce({kind}, 'null')",
+        "text": f"(CASE WHEN {kind} = 'string' THEN {column} ->> {key} END)",
+        "number": f"(CASE WHEN {kind} = 'number' THEN CAST({column} ->> {key} AS DOUBLE PRECISION) END)",
         "boolean": f"(({column} ->> {key}) = 'true')",
     }[element.part]
 
@@ -143,15 +150,16 @@ def _json_part_pg(element: _JsonPart, compiler: Any, **kw: Any) -> str:
 def _json_part_default(element: _JsonPart, compiler: Any, **kw: Any) -> str:
     column, key = (compiler.process(clause, **kw) for clause in element.clauses)
     path = f"('$.\"' || {key} || '\"')"
+    kind = f"json_type({column}, {path})"
     return {
         "type": (
-            f"(CASE json_type({column}, {path}) WHEN 'text' THEN 'string' WHEN 'integer' THEN 'number' "
+            f"(CASE {kind} WHEN 'text' THEN 'string' WHEN 'integer' THEN 'number' "
             f"WHEN 'real' THEN 'number' WHEN 'true' THEN 'boolean' WHEN 'false' THEN 'boolean' "
             f"ELSE 'null' END)"
         ),
-        "text": f"json_extract({column}, {path})",
-        "number": f"CAST(json_extract({column}, {path}) AS REAL)",
-        "boolean": f"(json_type({column}, {path}) = 'true')",
+        "text": f"(CASE WHEN {kind} = 'text' THEN json_extract({column}, {path}) END)",
+        "number": f"(CASE WHEN {kind} IN ('integer', 'real') THEN CAST(json_extract({column}, {path}) AS REAL) END)",
+        "boolean": f"({kind} = 'true')",
     }[element.part]
 
 
@@ -258,6 +266,15 @@ def _number_of_boolean(value: ColumnElement[bool]) -> ColumnElement[float]:
     return case((value, 1.0), else_=0.0)
 
 
+def _storable(text: str) -> bool:
+    """Whether a stored string may equal or contain ``text``.
+
+    Stored text never holds NUL (PostgreSQL cannot store it; snapshots refuse it) nor a lone
+    surrogate (not UTF-8).  A rule's literal may, and binding it would fail: it matches nothing.
+    """
+    return "\x00" not in text and not any("\ud800" <= char <= "\udfff" for char in text)
+
+
 # --------------------------------------------------------------------------- branch operations
 
 _SQL_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
@@ -306,7 +323,7 @@ def _loose_equal_branch(branch: Branch, constant: Any) -> Condition:
     if branch.kind == "list":
         raise _unsupported("equality on a list field")
     if branch.kind == "string" and type(constant) is str:
-        return branch.value == literal(constant)
+        return _storable(constant) and branch.value == literal(constant)
     if branch.kind == "boolean" and type(constant) is bool:
         return branch.value == literal(constant)
     # Anything else compares as numbers.
@@ -328,7 +345,7 @@ def _strict_equal_branch(branch: Branch, constant: Any) -> Condition:
     if branch.kind == "list":
         raise _unsupported("equality on a list field")
     if branch.kind == "string" and type(constant) is str:
-        return branch.value == literal(constant)
+        return _storable(constant) and branch.value == literal(constant)
     if branch.kind == "number" and js.is_number(constant):
         return branch.value == bindparam(None, float(constant), Double())
     if branch.kind == "boolean" and type(constant) is bool:
@@ -344,9 +361,13 @@ def _member_branch(branch: Branch, choices: list) -> Condition:
 def _holds_branch(branch: Branch, needle: Any) -> Condition:
     """``constant in field``: the field is the haystack (a list or a string)."""
     if branch.kind == "list":
-        return _ListContains(branch.value, literal(needle, Text())) if type(needle) is str else False
+        if type(needle) is not str or not _storable(needle):
+            return False
+        return _ListContains(branch.value, literal(needle, Text()))
     if branch.kind == "string":
         text = js.to_string(needle)
+        if not _storable(text):
+            return False
         return and_(branch.value != "", _Contains(branch.value, literal(text, Text())))
     return False  # null, numbers and booleans have no indexOf
 

@@ -21,7 +21,8 @@ also compile to SQL, so it is held to a smaller, typed dialect:
   with N a number of seconds, only as an operand of an ordering comparison with a timestamp.
 
 Literal numbers are finite and, when integers, within JavaScript's safe range (±(2**53 - 1));
-booleans are never numbers.
+booleans are never numbers.  Literal strings hold neither NUL nor lone surrogates (no database
+stores them).  JSON text is parsed strictly (:mod:`.jsontext`): no ``NaN``, no duplicate keys.
 
 **Limits**, checked before anything recursive runs: at most 64 KiB of JSON (the text as given,
 or the compact UTF-8 encoding of a Python value), 2,000 JSON values, and 32 levels of nested
@@ -54,8 +55,9 @@ from typing import Any, ClassVar, Literal, cast
 
 from marshmallow import RAISE, Schema, ValidationError, fields
 
+from . import jsontext
 from .catalog import EQUALITY, NOW, ORDERING, FieldSpec, FieldType, ValueKind, lookup
-from .errors import ROOT, child_path
+from .errors import ROOT, child_path, quote
 
 MAX_DEPTH = 32
 MAX_NODES = 2_000
@@ -153,26 +155,25 @@ def normalise_rule(doc: Any) -> Any:
 
 
 def parse_rule_text(text: str | bytes | bytearray) -> Any:
-    """Parse JSON text, refusing oversized, deeply nested or non-standard JSON before ``json.loads``."""
+    """Parse JSON text, refusing oversized, deeply nested or non-standard JSON before parsing it
+    (strictly: see :mod:`.jsontext`)."""
     too_large = RuleValidationError({ROOT: f"the rule is too large: more than {MAX_BYTES} bytes of JSON"})
     if len(text) > MAX_BYTES:  # a character is at least one byte
         raise too_large
     if not isinstance(text, str):
         try:
-            text = bytes(text).decode("utf-8")
-        except UnicodeDecodeError:
+            text = jsontext.decode(text)
+        except jsontext.JSONTextError:
             raise RuleValidationError({ROOT: "the rule is not UTF-8 text"}) from None
     elif len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
         raise too_large
+    if not text.strip(" \t\r\n"):
+        raise RuleValidationError({ROOT: "the rule is empty: give a JSONLogic rule, e.g. true"})
     if _bracket_depth(text) > MAX_DEPTH:
         raise RuleValidationError({ROOT: _too_deep()})
     try:
-        return json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
-    except _DuplicateKey as error:
-        raise RuleValidationError(
-            {ROOT: f"the rule is not valid JSON: duplicate key {error.key!r}"}
-        ) from None
-    except ValueError as error:  # JSONDecodeError, NaN / Infinity, absurdly long integers
+        return jsontext.loads(text)
+    except jsontext.JSONTextError as error:
         raise RuleValidationError({ROOT: f"the rule is not valid JSON: {error}"}) from None
 
 
@@ -240,25 +241,6 @@ def _bracket_depth(text: str) -> int:
     return max(accumulate(1 if char in "[{" else -1 for char in brackets), default=0)
 
 
-class _DuplicateKey(ValueError):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: set[str] = set()
-    for key, _ in pairs:
-        if key in seen:
-            raise _DuplicateKey(key)
-        seen.add(key)
-    return dict(pairs)
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 # --------------------------------------------------------------------------- the typed walk
 
 
@@ -286,7 +268,7 @@ def _kind(value: Any) -> ValueKind | None:
 
 def _describe(value: Any) -> str:
     if isinstance(value, dict):
-        return f"an operation {next(iter(value))!r}" if len(value) == 1 else "an object"
+        return f"an operation {quote(next(iter(value)))}" if len(value) == 1 else "an object"
     if isinstance(value, list):
         return "a list"
     kind = _kind(value)
@@ -314,7 +296,19 @@ def _unsupported(op: str) -> str:
             f"'{op}' is supported only as time arithmetic, "
             f'{{"{op}": [{{"var": "now"}}, N]}} with N a number of seconds, compared with a timestamp'
         )
-    return f"unknown operator {op!r}"
+    return f"unknown operator {quote(op)}"
+
+
+def _string_problem(text: str) -> str | None:
+    """Why a string literal cannot be kept: databases store neither NUL nor lone surrogates."""
+    if "\x00" in text:
+        return "a string must not contain NUL (\\u0000): databases cannot store it"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            return f"a string must not contain a lone surrogate ({quote(error.object[error.start])}): it is not valid Unicode"
+    return None
 
 
 _Args = list[tuple[Any, str]]
@@ -341,7 +335,7 @@ class _Checker:
             if not node:
                 self.report(path, "an empty object is not an operation")
             else:
-                keys = ", ".join(repr(key) for key in list(node)[:5])
+                keys = ", ".join(quote(key) for key in list(node)[:5])
                 self.report(
                     path, f"an operation is an object with exactly one key, found {len(node)}: {keys}"
                 )
@@ -434,7 +428,7 @@ class _Checker:
             return
         spec = lookup(name)
         if spec is None:
-            self.report(path, f"unknown field {name!r}")
+            self.report(path, f"unknown field {quote(name)}")
         elif spec.is_reserved:
             self.report(path, "'now' is always present: it cannot be missing")
 
@@ -612,7 +606,7 @@ class _Checker:
         if spec is None:
             self.report(
                 name_path,
-                f"unknown field {name!r}" if name else "name a field: an empty name reads the whole contact",
+                f"unknown field {quote(name)}" if name else "name a field: an empty name reads the whole contact",
             )
         if default is None or spec is None:
             return spec, {"var": name}
@@ -639,6 +633,9 @@ class _Checker:
         if kind is ValueKind.NUMBER:
             number = self.number(value, path)
             return _INVALID if number is None else number
+        if kind is ValueKind.STRING and (problem := _string_problem(value)):
+            self.report(path, problem)
+            return _INVALID
         if kind is None:
             what = _describe(value)
             self.report(

@@ -8,7 +8,10 @@ a task drops the message, a hook re-raises it to the host.  ``messages`` has Mar
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import islice
 from typing import Any
+
+from ..rules.errors import quote
 
 
 class SegmentsError(Exception):
@@ -22,16 +25,36 @@ class SegmentsError(Exception):
     def __str__(self) -> str:
         if not self.messages:
             return self.message
-        details = "\n".join(f"  {where}: {_flatten(what)}" for where, what in self.messages.items())
-        return f"{self.message}\n{details}"
+        lines = [f"  {_label(where)}: {_flatten(what)}" for where, what in islice(self.messages.items(), MAX_SHOWN)]
+        if len(self.messages) > MAX_SHOWN:
+            lines.append(f"  … and {len(self.messages) - MAX_SHOWN:,} more")
+        return "\n".join([self.message, *lines])
+
+
+#: How many problems a message shows at each level (a million bad items make one short message).
+MAX_SHOWN = 50
+
+
+def _label(key: Any) -> str:
+    """A key of ``messages`` as shown: as is when it is short, printable text (a field name, a JSON
+    path), else quoted, escaped and shortened (it may be a hostile document's key)."""
+    if isinstance(key, str) and len(key) <= 80 and key.isprintable():
+        return key
+    return quote(key)
 
 
 def _flatten(what: Any) -> str:
     if isinstance(what, list | tuple):
-        return "; ".join(_flatten(item) for item in what)
-    if isinstance(what, dict):
-        return "; ".join(f"{key}: {_flatten(value)}" for key, value in what.items())
-    return str(what)
+        parts = [_flatten(item) for item in islice(what, MAX_SHOWN)]
+        more = len(what) - MAX_SHOWN
+    elif isinstance(what, dict):
+        parts = [f"{_label(key)}: {_flatten(value)}" for key, value in islice(what.items(), MAX_SHOWN)]
+        more = len(what) - MAX_SHOWN
+    else:
+        return str(what)
+    if more > 0:
+        parts.append(f"… and {more:,} more")
+    return "; ".join(parts)
 
 
 class NotFound(SegmentsError):

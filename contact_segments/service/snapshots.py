@@ -6,19 +6,23 @@ strings with a zone offset (or null), and ``custom_fields``.  Loading it gives t
 storage layer keeps: the contact's evaluation view (timestamps as epoch seconds) plus its version.
 
 Everything a database or a JavaScript evaluator could not hold faithfully is refused here, with
-the field named: NUL characters (PostgreSQL text cannot store them), numbers outside ±2**53 or
-not finite, over-long strings and lists, custom field keys outside the catalog's pattern.
+the field named: NUL characters and lone surrogates (PostgreSQL text cannot store them), numbers
+outside ±2**53 or not finite, over-long strings and lists, custom field keys outside the
+catalog's pattern.  Sizes are checked before contents, so a huge document is refused as cheaply
+as a small one.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
 
 from ..rules.catalog import CUSTOM_KEY, STRING_FIELDS, STRING_LIST_FIELDS, TIMESTAMP_FIELDS
+from ..rules.errors import quote
 from .errors import InvalidInput
 
 MAX_TEXT = 1_000
@@ -27,23 +31,60 @@ MAX_CUSTOM_FIELDS = 200
 SAFE_INTEGER = 2**53 - 1
 
 
-def _no_nul(value: str) -> None:
+def _storable(value: str) -> None:
     if "\x00" in value:
         raise ValidationError("must not contain NUL characters")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationError("must not contain lone surrogates (it is not valid Unicode)") from None
+
+
+def _text_rules(min_length: int | None, max_length: int) -> Callable[[str], None]:
+    length = validate.Length(min=min_length, max=max_length)
+
+    def check(value: str) -> None:
+        length(value)  # first, and alone: an over-long string is not read any further
+        _storable(value)
+
+    return check
 
 
 class Text(fields.String):
-    """A string of at most ``MAX_TEXT`` characters, without NUL."""
+    """A string of at most ``MAX_TEXT`` characters, without NUL or lone surrogates."""
 
     def __init__(self, *, max_length: int = MAX_TEXT, min_length: int | None = None, **kwargs: Any) -> None:
-        super().__init__(validate=[validate.Length(min=min_length, max=max_length), _no_nul], **kwargs)
+        super().__init__(validate=_text_rules(min_length, max_length), **kwargs)
+
+
+class TextList(fields.List):
+    """A list of at most ``MAX_LIST`` texts, its length checked before its items (so a million
+    items cost no more to refuse than a thousand and one, and make one message, not a million)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(Text(), **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[Any]:
+        if isinstance(value, list) and len(value) > MAX_LIST:
+            raise ValidationError(f"at most {MAX_LIST:,} items, found {len(value):,}")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class CustomFields(fields.Dict):
+    """At most ``MAX_CUSTOM_FIELDS`` custom fields, counted before any is read."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, Any]:
+        if isinstance(value, Mapping) and len(value) > MAX_CUSTOM_FIELDS:
+            raise ValidationError(f"at most {MAX_CUSTOM_FIELDS} custom fields, found {len(value):,}")
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class Timestamp(fields.Field):
     """An ISO-8601 instant with a zone offset, loaded as epoch seconds."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
-        if not isinstance(value, str) or len(value) > 64:
+        if not isinstance(value, str) or len(value) > 64 or not (value.isascii() and value.isprintable()):
             raise ValidationError("must be an ISO-8601 timestamp string, e.g. 2026-01-31T09:30:00+08:00")
         try:
             instant = datetime.fromisoformat(value)
@@ -85,15 +126,13 @@ _FIELDS: dict[str, fields.Field] = {
     "version": fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=SAFE_INTEGER)),
     **{name: Text(allow_none=True, load_default=None) for name in STRING_FIELDS},
     **{
-        name: fields.List(Text(), load_default=list, validate=validate.Length(max=MAX_LIST))
-        for name in STRING_LIST_FIELDS
+        name: TextList(load_default=list) for name in STRING_LIST_FIELDS
     },
     **{name: Timestamp(allow_none=True, load_default=None) for name in TIMESTAMP_FIELDS},
-    "custom_fields": fields.Dict(
+    "custom_fields": CustomFields(
         keys=fields.String(validate=validate.Regexp(rf"{CUSTOM_KEY.pattern}\Z", error="must match [A-Za-z0-9_]{{1,64}}")),
         values=Scalar(allow_none=True),
         load_default=dict,
-        validate=validate.Length(max=MAX_CUSTOM_FIELDS),
     ),
 }
 
@@ -121,4 +160,4 @@ def load_snapshot(document: Any) -> dict[str, Any]:
     try:
         return _SCHEMA.load(document)
     except ValidationError as error:
-        raise InvalidInput(f"invalid contact snapshot {document.get('id')!r}", error.messages_dict) from None
+        raise InvalidInput(f"invalid contact snapshot {quote(document.get('id'))}", error.messages_dict) from None

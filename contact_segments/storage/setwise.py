@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, delete, exists, func, literal, select
+from sqlalchemy import ColumnElement, Select, Table, delete, exists, func, literal, select
 from sqlalchemy.orm import Session
 
 from .models import Contact, Membership
@@ -117,21 +117,24 @@ def contact_id_bounds(session: Session, workspace_id: str, batch_size: int) -> l
     return [*bounds, None]
 
 
-def contacts_in_time_window(
-    session: Session,
-    workspace_id: str,
-    column_name: str,
-    low: float | None,
-    high: float,
-    *,
-    include_low: bool,
-) -> Sequence[str]:
-    """Ids of contacts whose timestamp ``column_name`` lies in ``(low, high]`` (``[low, high]``
-    with ``include_low``; from ``-inf`` when ``low`` is None): an index range scan."""
+def time_window_query(
+    workspace_id: str, column_name: str, low: float, high: float, *, include_low: bool
+) -> Select[tuple[str]]:
+    """Ids of contacts whose timestamp ``column_name`` lies in ``(low, high]``, or in
+    ``[low, high)`` with ``include_low``: a range scan of the (workspace, timestamp) index."""
     column = _contacts.c[column_name]
-    statement = select(_contacts.c.id).where(_contacts.c.workspace_id == workspace_id, column <= high)
-    if low is not None:
-        statement = statement.where(column >= low if include_low else column > low)
-    else:
-        statement = statement.where(column.is_not(None))
-    return session.scalars(statement).all()
+    in_window = (column >= low) & (column < high) if include_low else (column > low) & (column <= high)
+    return select(_contacts.c.id).where(_contacts.c.workspace_id == workspace_id, in_window)
+
+
+def contacts_in_time_window(
+    session: Session, workspace_id: str, column_name: str, low: float, high: float, *, include_low: bool
+) -> Sequence[str]:
+    """The ids :func:`time_window_query` selects."""
+    return session.scalars(time_window_query(workspace_id, column_name, low, high, include_low=include_low)).all()
+
+
+def contacts_with_null(session: Session, workspace_id: str, column_name: str) -> Sequence[str]:
+    """Ids of contacts whose timestamp ``column_name`` is null."""
+    column = _contacts.c[column_name]
+    return session.scalars(select(_contacts.c.id).where(_contacts.c.workspace_id == workspace_id, column.is_(None))).all()

@@ -345,18 +345,20 @@ def test_edit_writes_rule_edited_events_exactly_once_per_change(
     assert {(e.segment_id, e.cause, e.rule_version) for e in found} == {(segment.id, "rule_edited", 2)}
     assert members(session_factory, segment.id) == new
 
-    # The same rule again (even spelt as the editor would) changes nothing: no version, no events.
+    # The same rule again changes nothing; a rule that reads differently but selects the same
+    # contacts (the editor's spelling) is a new version, with no membership change to report.
     before = last_seq(session_factory)
-    same = {"op": "and", "conditions": [{"category": "contact_tag", "operator": "has_any_of", "value": ["vip"]}]}
-    assert edit_segment(uow, ws, segment.id, rule=RuleInput(conditions=same), now=NOW + 120).rule_version == 2
     assert edit_segment(uow, ws, segment.id, rule=RuleInput(rule=VIP), now=NOW + 120).rule_version == 2
+    same = {"op": "and", "conditions": [{"category": "contact_tag", "operator": "has_any_of", "value": ["vip"]}]}
+    assert edit_segment(uow, ws, segment.id, rule=RuleInput(conditions=same), now=NOW + 120).rule_version == 3
     assert events(session_factory, after=before) == []
+    assert members(session_factory, segment.id) == new
 
     # And back: the reverse changes, once each, under the next version.
     edit_segment(uow, ws, segment.id, rule=RuleInput(rule=MALAYSIA), now=NOW + 180)
     found = events(session_factory, after=before)
     assert changes(found) == sorted([("exited", c) for c in new - old] + [("entered", c) for c in old - new])
-    assert {e.rule_version for e in found} == {3}
+    assert {e.rule_version for e in found} == {4}
     assert members(session_factory, segment.id) == old
 
 
@@ -1142,9 +1144,10 @@ def test_work_done_with_a_clock_behind_the_last_tick_does_not_undo_its_flips(
     copy = create_segment(uow, ws, name="Recent copy", rule=RuleInput(rule=recent_rule), now=NOW)
     edited = edit_segment(uow, ws, ids["Country known"], rule=RuleInput(rule=recent_rule), now=NOW)
     rebuild_segment(uow, ws, ids["Contacts created <7 days ago"], now=NOW)
-    upsert_contacts(uow, ws, [snapshot("c1", 2, created_at=NOW - DAY + 1)], now=NOW)  # evaluated at the tick's instant
-
     for segment_id in (copy.id, edited.id, ids["Contacts created <7 days ago"]):
         assert members(session_factory, segment_id) == {"c2"}
+
+    upsert_contacts(uow, ws, [snapshot("c1", 2, created_at=NOW - DAY + 1)], now=NOW)  # evaluated at the tick's instant
     tick(uow, ws, now=NOW + 8 * DAY + 60)
-    assert members(session_factory, copy.id) == {"c2"}
+    for segment_id in (copy.id, edited.id, ids["Contacts created <7 days ago"]):
+        assert members(session_factory, segment_id) == {"c2"}

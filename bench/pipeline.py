@@ -1,0 +1,690 @@
+"""How fast, and how soon, do contact changes become membership events on real Celery workers?
+
+A real Redis broker, ONE worker subprocess at ``--concurrency 2`` (prefork), PostgreSQL in a
+schema of the benchmark's own (``--schema``, via ``search_path``; dropped and recreated, never
+another schema), a workspace of ``--contacts`` contacts (default 100,000, bulk-loaded set-wise,
+nothing pending) and 50 segments (the five defaults and 45 more: tags, fields, custom fields,
+AND/OR groups, time-relative rules), their memberships built before anything is timed.
+
+Every change is a new version of a contact's snapshot that toggles its ``promotion`` tag and
+bumps a custom field, so it flips at least one segment ("Tagged promotion") and yields at least
+one event.  Within a phase each contact changes once, so each event names its change.
+
+It reports, per repetition and as the median of ``--repeat``:
+
+* **throughput** - contact changes per second, end to end: from the first hook call to the
+  last event in the outbox.  The host calls ``segments_contacts_saved`` with batches of
+  ``--batch`` snapshots, as a platform does for a bulk action or an import (one process saving
+  contacts one by one cannot produce thousands of changes per second; a platform reaching that
+  rate does it through bulk operations or many request processes, and either way the engine
+  sees many stores per evaluation task).  The host's own time is shown beside.
+* **baseline** - the same changes, stored the same way (same batches, same validation and
+  upsert), but with coalescing off: one Celery message per change, each evaluating exactly its
+  contact (a task ``bench.evaluate_contact`` registered on the same app in the same worker: it
+  takes the contact's pending bits and runs the same ``evaluate_contacts`` as the engine).
+  Its measured rate is the plain one-change-per-task Celery pipeline on this machine.
+* **latency** - changes at a steady ``--rate`` (200/s) for ``--seconds``, each one
+  ``segments_contact_saved`` hook call (a contact saved in a request thread), timestamped with
+  ``time.time()`` just before the call; its event's time is when the row entered the outbox,
+  from a column the benchmark adds to its own schema (``bench_inserted_at DEFAULT
+  clock_timestamp()``).  PostgreSQL runs on this machine, so both are the same system clock
+  (CLOCK_REALTIME).  p50 and p99 over the changes of a repetition, then the median of those.
+  (``occurred_at``, the instant the evaluation started, is shown beside for reference.)
+
+The worker runs with ``--loglevel=warning`` (at ``info`` Celery logs two lines per task, which
+would slow the baseline most).  Its log is kept next to the schema name in the temp directory.
+
+Connections: ``--db`` / ``$SEGMENTS_BENCH_DATABASE_URL`` (default
+``postgresql+psycopg://postgres@127.0.0.1:5432/test``) and ``--broker`` /
+``$SEGMENTS_BENCH_BROKER_URL`` (default ``redis://127.0.0.1:6379/13``: a Redis database of the
+benchmark's own; only the keys Celery and the coalescer use there are deleted, before and after).
+If either is unreachable it says so and exits 0 (skipped).  The worker and the schema are
+removed on exit, whatever happens (``--keep`` keeps the schema).
+
+Run: ``python bench/pipeline.py [--contacts N] [--repeat R]`` (``tox -e bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+DEFAULT_BROKER = "redis://127.0.0.1:6379/13"
+DB_ENV = "SEGMENTS_BENCH_DATABASE_URL"
+BROKER_ENV = "SEGMENTS_BENCH_BROKER_URL"
+WORKSPACE = "bench-pipeline"
+READY = "BENCH-WORKER-READY"
+DAY = 86_400.0
+WORKER_START_TIMEOUT = 90.0
+DRAIN_TIMEOUT = 300.0
+
+TAGS = ["promotion", "vip", "newsletter", "b2b", "churn-risk", "event-2026"]
+COUNTRIES = ["MY", "SG", "ID", "TH", "PH", "VN", "US", "GB"]
+LANGUAGES = ["en", "ms", "id", "th", "zh", "vi"]
+LIFECYCLES = ["new lead", "hot lead", "customer", "cold"]
+PLANS = ["free", "pro", "enterprise"]
+
+
+def _var(name: str) -> dict[str, Any]:
+    return {"var": name}
+
+
+def _tagged(tag: str) -> dict[str, Any]:
+    return {"in": [tag, _var("tags")]}
+
+
+def _ago(field_name: str, op: str, seconds: float) -> dict[str, Any]:
+    return {"and": [{"!!": [_var(field_name)]}, {op: [_var(field_name), {"-": [_var("now"), seconds]}]}]}
+
+
+def custom_segments() -> dict[str, Any]:
+    """45 segments besides the five defaults: what a busy workspace keeps."""
+    rules: dict[str, Any] = {}
+    rules |= {f"Tagged {tag}": _tagged(tag) for tag in TAGS}
+    rules |= {f"Country {c}": {"==": [_var("country"), c]} for c in COUNTRIES}
+    rules |= {f"Language {lang}": {"==": [_var("language"), lang]} for lang in LANGUAGES}
+    rules |= {f"Lifecycle {stage}": {"==": [_var("lifecycle"), stage]} for stage in LIFECYCLES}
+    rules |= {f"Plan {plan}": {"==": [_var("custom_fields.plan"), plan]} for plan in PLANS}
+    rules |= {f"Orders over {n}": {">": [_var("custom_fields.orders"), n]} for n in (5, 10, 20, 30)}
+    rules |= {
+        "MY promotion": {"and": [{"==": [_var("country"), "MY"]}, _tagged("promotion")]},
+        "English promotion or VIP": {"and": [{"or": [_tagged("promotion"), _tagged("vip")]}, {"==": [_var("language"), "en"]}]},
+        "Pro customers": {"and": [{"==": [_var("lifecycle"), "customer"]}, {"==": [_var("custom_fields.plan"), "pro"]}]},
+        "Big VIPs": {"and": [_tagged("vip"), {">": [_var("custom_fields.orders"), 20]}]},
+        "WhatsApp, not churning": {"and": [{"in": ["whatsapp", _var("channels")]}, {"!": _tagged("churn-risk")}]},
+        "Created <30 days ago": _ago("created_at", ">", 30 * DAY),
+        "Active in the last 7 days": _ago("last_incoming_message_at", ">", 7 * DAY),
+        "Email known": {"!!": [_var("email")]},
+        "Phone known": {"!!": [_var("phone")]},
+        "Assigned": {"!!": [_var("assignee")]},
+        "Open conversations": {"==": [_var("conversation_status"), "open"]},
+        "Last on WhatsApp": {"==": [_var("last_interacted_channel"), "whatsapp"]},
+        "SG/ID newsletter": {"and": [_tagged("newsletter"), {"in": [_var("country"), ["SG", "ID"]]}]},
+        "B2B enterprise": {"and": [_tagged("b2b"), {"==": [_var("custom_fields.plan"), "enterprise"]}]},
+    }
+    return rules
+
+
+GENERATE = """
+INSERT INTO contacts (
+    workspace_id, id, version, first_name, last_name, email, phone, country, language, lifecycle,
+    assignee, conversation_status, last_interacted_channel, channels, tags, created_at,
+    last_incoming_message_at, last_outgoing_message_at, custom_fields, updated_at, pending_mask)
+SELECT
+    :ws, 'c' || lpad(n::text, 8, '0'), 1,
+    'First' || (n % 997), 'Last' || (n % 991),
+    CASE WHEN r1 < 0.6 THEN 'c' || n || '@example.com' END,
+    CASE WHEN r2 < 0.8 THEN '+60' || (100000000 + n) END,
+    CASE WHEN r3 < 0.8 THEN (CAST(:countries AS text[]))[1 + floor(r4 * 8)::int] END,
+    CASE WHEN r5 < 0.7 THEN (CAST(:languages AS text[]))[1 + floor(r6 * 6)::int] END,
+    (CAST(:lifecycles AS text[]))[1 + n % 4],
+    (ARRAY[NULL, 'aisyah', 'ben', 'chen'])[1 + n % 4],
+    CASE WHEN n % 2 = 0 THEN 'open' ELSE 'closed' END,
+    (ARRAY['whatsapp', 'messenger', 'instagram', 'email', 'sms'])[1 + n % 5],
+    CASE WHEN n % 3 = 0 THEN ARRAY['email'] ELSE ARRAY['whatsapp', 'email'] END,
+    CASE WHEN r8 < 0.33 THEN '{}'::text[]
+         WHEN r8 < 0.66 THEN ARRAY[(CAST(:tags AS text[]))[1 + floor(r9 * 6)::int]]
+         ELSE ARRAY[(CAST(:tags AS text[]))[1 + floor(r9 * 3)::int], (CAST(:tags AS text[]))[4 + floor(r10 * 3)::int]] END,
+    created,
+    CASE WHEN r11 < 0.75 THEN created + r12 * (CAST(:now AS float8) - created) END,
+    NULL,
+    jsonb_build_object('plan', (CAST(:plans AS text[]))[1 + n % 3], 'orders', n % 41),
+    :now, 0
+FROM (
+    SELECT *, CAST(:now AS float8) - CASE WHEN r13 < 0.03 THEN r14 * 7 * 86400 ELSE r14 * 365 * 86400 END AS created
+    FROM (
+        SELECT n, random() r1, random() r2, random() r3, random() r4, random() r5, random() r6,
+               random() r8, random() r9, random() r10, random() r11, random() r12, random() r13, random() r14
+        FROM generate_series(1, :count) AS n
+    ) numbered
+) randomised
+"""
+
+
+class Skip(Exception):
+    """A service the benchmark needs is unreachable."""
+
+
+# --------------------------------------------------------------------------- the worker side
+
+
+def run_worker(concurrency: int) -> None:
+    """The worker subprocess: ``segments worker`` plus the baseline's one task.
+
+    Same app factory, settings (from the environment), tasks and delivery settings as
+    ``segments worker``; the only addition is ``bench.evaluate_contact``.
+    """
+    from celery.signals import worker_ready
+
+    from contact_segments.service.settings import Settings
+    from contact_segments.tasks import create_celery_app
+    from contact_segments.tasks.tasks import RETRYING
+
+    app = create_celery_app(Settings.from_env())
+    runtime = app.segments_runtime
+
+    @app.task(name="bench.evaluate_contact", **RETRYING)
+    def evaluate_contact(self: Any, workspace_id: str, contact_id: str) -> None:
+        evaluate_one(runtime.uow(), workspace_id, contact_id, now=time.time())
+
+    @worker_ready.connect
+    def _ready(**_: Any) -> None:
+        print(READY, file=sys.stderr, flush=True)
+
+    app.worker_main(["worker", f"--concurrency={concurrency}", "--loglevel=warning"])
+
+
+def evaluate_one(uow: Any, workspace_id: str, contact_id: str, *, now: float) -> None:
+    """The baseline's task body: ``evaluate_pending`` for exactly one contact.
+
+    Takes the contact's pending bits under its row lock, re-evaluates the segments that read
+    the changed fields, writes memberships and events, schedules delivery: the engine's own
+    steps, without batching.
+    """
+    from contact_segments.service.commands import DeliverEvents
+    from contact_segments.service.contacts import EVERY_FIELD
+    from contact_segments.service.membership import evaluate_contacts
+    from contact_segments.service.segments import evaluation_instant
+    from contact_segments.storage import Contact, EventCause, pending_changes
+
+    with uow:
+        now = evaluation_instant(uow, workspace_id, now)
+        key = (Contact.workspace_id == workspace_id, Contact.id == contact_id, Contact.pending_mask != 0)
+        mask = uow.session.scalar(select(Contact.pending_mask).where(*key).with_for_update())
+        if not mask:
+            return
+        uow.session.execute(update(Contact).where(*key).values(pending_mask=0))
+        fields = pending_changes.fields_of(mask)
+        diff = evaluate_contacts(
+            uow.session,
+            workspace_id,
+            [contact_id],
+            now=now,
+            cause=EventCause.CONTACT_CHANGED,
+            changed={contact_id: None if fields == EVERY_FIELD else fields},
+        )
+        if diff:
+            uow.add_command(DeliverEvents(workspace_id))
+        uow.commit()
+
+
+@dataclass
+class WorkerProcess:
+    env: dict[str, str]
+    log: Path
+    concurrency: int
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [sys.executable, str(Path(__file__).resolve()), "--run-worker", f"--concurrency={self.concurrency}"]
+        with self.log.open("wb") as output:
+            self.process = subprocess.Popen(
+                command, env=self.env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + WORKER_START_TIMEOUT
+        while READY not in self.log.read_text(errors="replace"):
+            if self.process.poll() is not None:
+                raise SystemExit(f"the worker exited with {self.process.returncode}:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the worker did not start within {WORKER_START_TIMEOUT:.0f} s:\n{self.tail()}")
+            time.sleep(0.1)
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+
+    def stop(self) -> None:
+        """SIGTERM (warm shutdown), then SIGKILL to its process group (its pool children) if needed."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+
+# --------------------------------------------------------------------------- database and broker
+
+
+def schema_url(url: str, schema: str) -> str:
+    return make_url(url).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+
+
+def reset_schema(url: str, schema: str, *, create: bool = True) -> None:
+    from contact_segments.storage import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            if create:
+                connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    finally:
+        engine.dispose()
+
+
+BROKER_KEY_PATTERNS = ("celery", "celery\x06*", "unacked", "unacked_index", "unacked_mutex", "_kombu.binding.*", "segments:queued:*")
+
+
+def clear_broker(broker: str) -> None:
+    """Delete the keys Celery and the coalescer use, in the benchmark's Redis database only."""
+    import redis
+
+    client = redis.Redis.from_url(broker)
+    try:
+        for pattern in BROKER_KEY_PATTERNS:
+            keys = list(client.scan_iter(match=pattern, count=1000))
+            if keys:
+                client.delete(*keys)
+    finally:
+        client.close()
+
+
+def check_services(db: str, broker: str) -> None:
+    import redis
+
+    from contact_segments.storage import make_engine
+
+    engine = make_engine(db)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except OperationalError as error:
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        raise Skip(f"PostgreSQL is unreachable at {db} ({reason})") from None
+    finally:
+        engine.dispose()
+    client = redis.Redis.from_url(broker, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.exceptions.RedisError as error:
+        raise Skip(f"Redis is unreachable at {broker} ({error})") from None
+    finally:
+        client.close()
+
+
+def execute(engine: Engine, sql: str, **params: Any) -> Any:
+    with engine.begin() as connection:
+        return connection.execute(text(sql), params)
+
+
+def scalar(engine: Engine, sql: str, **params: Any) -> Any:
+    with engine.connect() as connection:
+        return connection.execute(text(sql), params).scalar()
+
+
+def vacuum(engine: Engine, *tables: str) -> None:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text(f"VACUUM (ANALYZE) {', '.join(tables)}"))
+
+
+def setup(engine: Engine, count: int, now: float) -> int:
+    """Schema, workspace, 50 segments, ``count`` contacts, memberships built; returns the segment count."""
+    from contact_segments import service
+    from contact_segments.service import RuleInput, UnitOfWork
+    from contact_segments.storage import EventCause, migrate
+
+    migrate(engine)
+    # Instrumentation, in the benchmark's own schema: when each event row entered the outbox.
+    execute(engine, "ALTER TABLE membership_events ADD COLUMN bench_inserted_at double precision "
+                    "DEFAULT extract(epoch FROM clock_timestamp())")  # fmt: skip
+    uow = UnitOfWork.for_engine(engine)  # no dispatcher: the builds below are ours, untimed
+    service.create_workspace(uow, WORKSPACE, name="Pipeline benchmark", now=now - 400 * DAY)
+    for name, rule in custom_segments().items():
+        service.create_segment(uow, WORKSPACE, name=name, rule=RuleInput(rule=rule), now=now - 400 * DAY)
+    with engine.begin() as connection:
+        connection.execute(text("SELECT setseed(0.42)"))
+        connection.execute(
+            text(GENERATE),
+            {"ws": WORKSPACE, "count": count, "now": now, "tags": TAGS, "countries": COUNTRIES,
+             "languages": LANGUAGES, "lifecycles": LIFECYCLES, "plans": PLANS},
+        )  # fmt: skip
+    vacuum(engine, "contacts")
+    segments = [(s.id, s.rule_version) for s in service.list_segments(UnitOfWork.for_engine(engine), WORKSPACE)]
+    for segment_id, version in segments:
+        service.rebuild_segment(
+            UnitOfWork.for_engine(engine), WORKSPACE, segment_id, rule_version=version, now=time.time(),
+            cause=EventCause.RULE_EDITED, first_build=True,
+        )  # fmt: skip
+    execute(engine, "UPDATE membership_events SET delivered_at = :now", now=time.time())  # the "built" events
+    vacuum(engine, "contacts", "memberships", "membership_events")
+    return len(segments)
+
+
+# --------------------------------------------------------------------------- the host side
+
+
+def iso(instant: float | None) -> str | None:
+    return None if instant is None else datetime.fromtimestamp(instant, UTC).isoformat()
+
+
+def new_snapshots(engine: Engine, ids: list[str]) -> list[dict[str, Any]]:
+    """The next version of each contact, as the host sends it: ``promotion`` toggled, one more order."""
+    from contact_segments.storage import make_session_factory
+    from contact_segments.storage import queries as q
+
+    with make_session_factory(engine)() as session:
+        views = q.load_contact_views(session, WORKSPACE, ids)
+        versions = q.contact_versions(session, WORKSPACE, ids)
+    snapshots = []
+    for contact_id in ids:
+        view: dict[str, Any] = dict(views[contact_id])
+        tags = view["tags"]
+        view["tags"] = [t for t in tags if t != "promotion"] if "promotion" in tags else [*tags, "promotion"]
+        view["custom_fields"] = {**view["custom_fields"], "orders": int(view["custom_fields"].get("orders", 0)) + 1}
+        for name in ("created_at", "last_incoming_message_at", "last_outgoing_message_at"):
+            view[name] = iso(view[name])
+        view["version"] = versions[contact_id] + 1
+        snapshots.append({k: v for k, v in view.items() if v is not None})
+    return snapshots
+
+
+def batched(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def last_seq(engine: Engine) -> int:
+    return scalar(engine, "SELECT coalesce(max(seq), 0) FROM membership_events") or 0
+
+
+@dataclass
+class PhaseEvents:
+    first_at: dict[str, float]  # contact -> when its first event of the phase entered the outbox
+    first_occurred: dict[str, float]  # contact -> occurred_at of that event
+    last_at: float  # when the phase's last event entered the outbox
+    events: int
+
+
+def wait_for_events(engine: Engine, after_seq: int, ids: Iterable[str], *, what: str) -> PhaseEvents:
+    """Poll until every contact in ``ids`` has an event after ``after_seq`` and nothing is pending."""
+    wanted = set(ids)
+    deadline = time.monotonic() + DRAIN_TIMEOUT
+    while True:
+        with engine.connect() as connection:
+            seen = connection.execute(
+                text("SELECT count(DISTINCT contact_id) FROM membership_events "
+                     "WHERE workspace_id = :ws AND seq > :seq AND contact_id = ANY(:ids)"),
+                {"ws": WORKSPACE, "seq": after_seq, "ids": list(wanted)},
+            ).scalar()  # fmt: skip
+            pending = connection.execute(
+                text("SELECT count(*) FROM contacts WHERE workspace_id = :ws AND pending_mask <> 0"), {"ws": WORKSPACE}
+            ).scalar()
+        if seen == len(wanted) and pending == 0:
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what}: after {DRAIN_TIMEOUT:.0f} s only {seen} of {len(wanted)} contacts have events "
+                             f"({pending} pending); see the worker log")  # fmt: skip
+        time.sleep(0.05)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT contact_id, bench_inserted_at, occurred_at FROM membership_events "
+                 "WHERE workspace_id = :ws AND seq > :seq ORDER BY seq"),
+            {"ws": WORKSPACE, "seq": after_seq},
+        ).all()  # fmt: skip
+    first_at: dict[str, float] = {}
+    first_occurred: dict[str, float] = {}
+    for contact_id, inserted_at, occurred_at in rows:
+        if contact_id in wanted and contact_id not in first_at:
+            first_at[contact_id], first_occurred[contact_id] = inserted_at, occurred_at
+    return PhaseEvents(first_at, first_occurred, max(inserted for _, inserted, _ in rows), len(rows))
+
+
+def wait_delivered(engine: Engine) -> None:
+    """Let the phase's deliveries finish, so they do not run into the next phase's timing."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT
+    while scalar(engine, "SELECT count(*) FROM membership_events WHERE delivered_at IS NULL"):
+        if time.monotonic() > deadline:
+            raise SystemExit("events were not delivered; see the worker log")
+        time.sleep(0.1)
+
+
+@dataclass
+class Rates:
+    label: str
+    rates: list[float] = field(default_factory=list)
+    host_rates: list[float] = field(default_factory=list)
+    events: list[int] = field(default_factory=list)
+
+
+class Host:
+    """The host: its plugin manager (the engine over Celery) and, for the baseline, a plain sender."""
+
+    def __init__(self, db: str, broker: str) -> None:
+        from contact_segments.plugin import create_plugin_manager
+        from contact_segments.service.settings import Settings
+        from contact_segments.storage import make_engine, make_session_factory
+        from contact_segments.tasks import create_celery_app
+
+        settings = Settings(database_url=db, broker_url=broker)
+        self.hooks = create_plugin_manager(settings)
+        self.app = create_celery_app(settings)
+        self.engine = make_engine(db)
+        self.session_factory = make_session_factory(self.engine)
+
+    def save_batches(self, snapshots: list[dict[str, Any]], batch: int) -> None:
+        for part in batched(snapshots, batch):
+            self.hooks.hook.segments_contacts_saved(workspace_id=WORKSPACE, snapshots=part)
+
+    def save_batches_one_task_each(self, snapshots: list[dict[str, Any]], batch: int) -> None:
+        """The baseline: the same validation and upsert, then one message per stored change."""
+        from contact_segments import service
+        from contact_segments.service import UnitOfWork
+
+        for part in batched(snapshots, batch):
+            stored = service.upsert_contacts(UnitOfWork(self.session_factory), WORKSPACE, part, now=time.time())
+            for contact_id in stored:
+                self.app.send_task("bench.evaluate_contact", args=[WORKSPACE, contact_id])
+
+    def close(self) -> None:
+        self.engine.dispose()
+        engine = self.hooks.get_plugin("engine")
+        if engine is not None and "session_factory" in engine.__dict__:
+            engine.session_factory.kw["bind"].dispose()
+
+
+def throughput_phase(
+    engine: Engine, host: Host, ids: list[str], batch: int, *, baseline: bool, figure: Rates
+) -> None:
+    snapshots = new_snapshots(engine, ids)
+    after = last_seq(engine)
+    started = time.time()
+    if baseline:
+        host.save_batches_one_task_each(snapshots, batch)
+    else:
+        host.save_batches(snapshots, batch)
+    host_done = time.time()
+    events = wait_for_events(engine, after, ids, what=figure.label)
+    figure.rates.append(len(ids) / (events.last_at - started))
+    figure.host_rates.append(len(ids) / (host_done - started))
+    figure.events.append(events.events)
+    wait_delivered(engine)
+
+
+@dataclass
+class Latencies:
+    p50: list[float] = field(default_factory=list)
+    p99: list[float] = field(default_factory=list)
+    p50_occurred: list[float] = field(default_factory=list)
+    p99_occurred: list[float] = field(default_factory=list)
+    achieved: list[float] = field(default_factory=list)
+    maximum: list[float] = field(default_factory=list)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))]
+
+
+def latency_phase(engine: Engine, host: Host, ids: list[str], rate: float, figure: Latencies) -> None:
+    snapshots = new_snapshots(engine, ids)
+    after = last_seq(engine)
+    called: dict[str, float] = {}
+    start = time.perf_counter()
+    for n, snapshot in enumerate(snapshots):
+        delay = start + n / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        called[snapshot["id"]] = time.time()
+        host.hooks.hook.segments_contact_saved(workspace_id=WORKSPACE, snapshot=snapshot)
+    elapsed = time.perf_counter() - start
+    events = wait_for_events(engine, after, ids, what="latency")
+    latencies = [events.first_at[c] - t for c, t in called.items()]
+    from_occurred = [events.first_occurred[c] - t for c, t in called.items()]
+    figure.p50.append(percentile(latencies, 0.50))
+    figure.p99.append(percentile(latencies, 0.99))
+    figure.p50_occurred.append(percentile(from_occurred, 0.50))
+    figure.p99_occurred.append(percentile(from_occurred, 0.99))
+    figure.maximum.append(max(latencies))
+    figure.achieved.append(len(ids) / elapsed)
+    wait_delivered(engine)
+
+
+# --------------------------------------------------------------------------- main
+
+
+@contextmanager
+def cleanup(db: str, schema: str, broker: str, keep: bool) -> Iterator[list[WorkerProcess]]:
+    workers: list[WorkerProcess] = []
+    try:
+        yield workers
+    finally:
+        for worker in workers:
+            worker.stop()
+        clear_broker(broker)
+        if not keep:
+            reset_schema(db, schema, create=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", default=os.environ.get(DB_ENV) or DEFAULT_DB, help=f"database URL (${DB_ENV})")
+    parser.add_argument("--broker", default=os.environ.get(BROKER_ENV) or DEFAULT_BROKER, help=f"Redis URL (${BROKER_ENV})")
+    parser.add_argument("--schema", default="bench_pipeline", help="schema to (re)create and work in")
+    parser.add_argument("--contacts", type=int, default=100_000)
+    parser.add_argument("--changes", type=int, default=20_000, help="changes per throughput repetition")
+    parser.add_argument("--baseline-changes", type=int, default=3_000, help="changes per baseline repetition")
+    parser.add_argument("--batch", type=int, default=500, help="snapshots per segments_contacts_saved call")
+    parser.add_argument("--rate", type=float, default=200.0, help="changes per second in the latency phase")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each latency repetition")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions per figure (the median is shown)")
+    parser.add_argument("--concurrency", type=int, default=2, help="the worker's pool size")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--keep", action="store_true", help="keep the schema afterwards (to inspect it)")
+    parser.add_argument("--run-worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run_worker:
+        run_worker(args.concurrency)
+        return
+    if not args.schema.isidentifier():
+        parser.error("--schema must be a plain identifier")
+
+    try:
+        check_services(args.db, args.broker)
+    except Skip as reason:
+        print(f"pipeline benchmark skipped: {reason}")
+        return
+
+    n = args.contacts
+    changes = min(args.changes, n)
+    baseline_changes = min(args.baseline_changes, n)
+    latency_changes = min(int(args.rate * args.seconds), n)
+    db = schema_url(args.db, args.schema)
+    log = Path(tempfile.gettempdir()) / f"{args.schema}-worker.log"
+    rng = random.Random(args.seed)
+
+    from contact_segments.storage import make_engine
+
+    with cleanup(args.db, args.schema, args.broker, args.keep) as workers:
+        clear_broker(args.broker)
+        reset_schema(args.db, args.schema)
+        engine = make_engine(db, pool_size=2)
+        started = time.perf_counter()
+        segment_count = setup(engine, n, time.time())
+        print(f"{n:,} contacts, {segment_count} segments, memberships built in "
+              f"{time.perf_counter() - started:.1f} s (schema {args.schema!r}, broker {args.broker})")  # fmt: skip
+
+        env = {**os.environ, "SEGMENTS_DATABASE_URL": db, "SEGMENTS_BROKER_URL": args.broker}
+        env.pop("SEGMENTS_HOST_PLUGINS", None)
+        worker = WorkerProcess(env, log, args.concurrency)
+        workers.append(worker)
+        worker.start()
+        host = Host(db, args.broker)
+        try:
+            everyone = [f"c{k:08d}" for k in range(1, n + 1)]
+            pick = lambda k: sorted(rng.sample(everyone, k))  # noqa: E731
+
+            # Warm-up (untimed): connections, compiled rules and imports in both pool processes.
+            for baseline in (False, True):
+                throughput_phase(engine, host, pick(min(500, n)), args.batch, baseline=baseline, figure=Rates("warm-up"))
+
+            pipeline = Rates("pipeline (coalesced)")
+            plain = Rates("baseline (one task per change)")
+            latency = Latencies()
+            for rep in range(args.repeat):
+                order = (False, True) if rep % 2 == 0 else (True, False)
+                for baseline in order:
+                    figure, count = (plain, baseline_changes) if baseline else (pipeline, changes)
+                    throughput_phase(engine, host, pick(count), args.batch, baseline=baseline, figure=figure)
+                latency_phase(engine, host, pick(latency_changes), args.rate, latency)
+                print(f"repetition {rep + 1}: pipeline {pipeline.rates[-1]:,.0f}/s, baseline {plain.rates[-1]:,.0f}/s, "
+                      f"latency p50 {latency.p50[-1] * 1000:.0f} ms p99 {latency.p99[-1] * 1000:.0f} ms", flush=True)  # fmt: skip
+        finally:
+            host.close()
+            engine.dispose()
+
+    report(args, n, segment_count, changes, baseline_changes, pipeline, plain, latency)
+
+
+def report(args: Any, n: int, segments: int, changes: int, baseline_changes: int,
+           pipeline: Rates, plain: Rates, latency: Latencies) -> None:  # fmt: skip
+    med = statistics.median
+    rate, base = med(pipeline.rates), med(plain.rates)
+    p50, p99 = med(latency.p50), med(latency.p99)
+    ratio = rate / base
+    print(f"\nmedian of {args.repeat} repetitions; {n:,} contacts, {segments} segments, one worker "
+          f"--concurrency {args.concurrency}; host batches of {args.batch}")  # fmt: skip
+    print(f"{'figure':<44}{'measured':>14}{'target':>16}")
+    rows = [
+        (f"throughput, pipeline ({changes:,} changes)", f"{rate:,.0f}/s", ">= 5,000/s", rate >= 5000),
+        (f"throughput, baseline ({baseline_changes:,} changes)", f"{base:,.0f}/s", "", None),
+        ("pipeline / baseline", f"{ratio:.1f}x", ">= 10x", ratio >= 10),
+        (f"latency p50 at {args.rate:.0f}/s", f"{p50 * 1000:.0f} ms", "", None),
+        (f"latency p99 at {args.rate:.0f}/s", f"{p99 * 1000:.0f} ms", "<= 500 ms", p99 <= 0.5),
+    ]
+    for label, shown, target, ok in rows:
+        verdict = "" if ok is None else (" ok" if ok else " MISSED")
+        print(f"{label:<44}{shown:>14}{target:>16}{verdict}")
+    fmt = lambda values, scale=1.0, unit="": ", ".join(f"{v * scale:,.0f}{unit}" for v in values)  # noqa: E731
+    print(f"\n  pipeline samples: {fmt(pipeline.rates, unit='/s')} (host side alone: {fmt(pipeline.host_rates, unit='/s')}; "
+          f"events: {fmt(pipeline.events)})")  # fmt: skip
+    print(f"  baseline samples: {fmt(plain.rates, unit='/s')} (host side alone: {fmt(plain.host_rates, unit='/s')}; "
+          f"events: {fmt(plain.events)})")  # fmt: skip
+    print(f"  latency p50: {fmt(latency.p50, 1000, ' ms')}; p99: {fmt(latency.p99, 1000, ' ms')}; "
+          f"max: {fmt(latency.maximum, 1000, ' ms')}; achieved rate: {fmt(latency.achieved, unit='/s')}")  # fmt: skip
+    print(f"  from occurred_at (evaluation start) instead: p50 {fmt(latency.p50_occurred, 1000, ' ms')}; "
+          f"p99 {fmt(latency.p99_occurred, 1000, ' ms')}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

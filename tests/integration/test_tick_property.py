@@ -1,0 +1,106 @@
+"""Two ways to compute time-based membership: the tick's incremental flips, and evaluating every
+contact at the tick's instant.  After every tick they must agree, whatever the gaps between
+ticks, with contacts placed right at the thresholds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, delete, select
+
+from contact_segments import service
+from contact_segments.rules import compile_predicate
+from contact_segments.service import InlineDispatcher, UnitOfWork
+from contact_segments.storage import Contact, Membership, Workspace, make_session_factory, queries
+
+DAY = 86_400
+START = 1_780_000_000
+
+RULES = {
+    "created <7d": {">": [{"var": "created_at"}, {"-": [{"var": "now"}, 7 * DAY]}]},
+    "created >=3d": {"<=": [{"var": "created_at"}, {"-": [{"var": "now"}, 3 * DAY]}]},
+    "inactive >30d": {
+        "and": [
+            {"!!": [{"var": "last_incoming_message_at"}]},
+            {"<": [{"var": "last_incoming_message_at"}, {"-": [{"var": "now"}, 30 * DAY]}]},
+        ]
+    },
+    "between 1d and 2d ago": {
+        "<": [{"-": [{"var": "now"}, 2 * DAY]}, {"var": "created_at"}, {"-": [{"var": "now"}, DAY]}]
+    },
+}
+
+# Instants around the thresholds: a contact exactly at one, a second either side.
+offsets = st.sampled_from([0, 1, -1, DAY, 2 * DAY, 3 * DAY, 7 * DAY, 30 * DAY]).flatmap(
+    lambda base: st.sampled_from([base - 1, base, base + 1])
+)
+timestamps = st.one_of(st.none(), offsets.map(lambda back: START - back), st.integers(START - 40 * DAY, START))
+contacts = st.lists(st.tuples(timestamps, timestamps), min_size=1, max_size=25)
+gaps = st.lists(st.one_of(st.sampled_from([1, 60, DAY, 3 * DAY]), st.integers(1, 10 * DAY)), min_size=1, max_size=6)
+
+
+@pytest.fixture
+def workspace(engine: Engine) -> Iterator[tuple[UnitOfWork, dict[str, int]]]:
+    factory = make_session_factory(engine)
+    uow = UnitOfWork(factory, InlineDispatcher(factory, clock=lambda: START))
+    service.create_workspace(uow, "ws", now=START)
+    ids = {
+        name: service.create_segment(uow, "ws", name=name, rule=service.RuleInput(rule=rule), now=START).id
+        for name, rule in RULES.items()
+    }
+    yield uow, ids
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(people=contacts, steps=gaps)
+def test_ticks_agree_with_evaluating_everyone(workspace, people, steps) -> None:
+    uow, ids = workspace
+    _reset(uow)  # each example starts with no contacts, no members, the watermark at START
+    snapshots = [
+        {"id": f"c{n:02d}", "version": _version(), "created_at": _iso(created), "last_incoming_message_at": _iso(seen)}
+        for n, (created, seen) in enumerate(people)
+    ]
+    service.upsert_contacts(uow, "ws", snapshots, now=START)
+    now = START
+    for gap in steps:
+        now += gap
+        service.tick(uow, "ws", now=now)
+        views = _views(uow)
+        for name, rule in RULES.items():
+            predicate = compile_predicate(rule)
+            expected = {cid for cid, view in views.items() if predicate({**view, "now": now})}
+            assert _members(uow, ids[name]) == expected, (name, now - START)
+
+
+_counter = iter(range(1, 10**9))
+
+
+def _version() -> int:
+    return next(_counter)  # always newer than what an earlier example stored
+
+
+def _iso(instant: int | None) -> str | None:
+    return None if instant is None else datetime.fromtimestamp(instant, UTC).isoformat()
+
+
+def _reset(uow: UnitOfWork) -> None:
+    with uow:
+        uow.session.execute(delete(Membership))
+        uow.session.execute(delete(Contact))
+        uow.session.execute(Workspace.__table__.update().values(last_tick_at=START))
+        uow.commit()
+
+
+def _views(uow: UnitOfWork) -> dict[str, dict]:
+    with uow:
+        ids = list(uow.session.scalars(select(Contact.id)))
+        return queries.load_contact_views(uow.session, "ws", ids)
+
+
+def _members(uow: UnitOfWork, segment_id: int) -> set[str]:
+    with uow:
+        return set(uow.session.scalars(select(Membership.contact_id).where(Membership.segment_id == segment_id)))
