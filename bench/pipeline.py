@@ -267,7 +267,10 @@ class WorkerProcess:
 
 
 def schema_url(url: str, schema: str) -> str:
-    return make_url(url).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+    """``url`` with connections in ``schema`` (``search_path``), named after it (``application_name``,
+    so the CPU meter finds their server processes)."""
+    query = {"options": f"-csearch_path={schema}", "application_name": schema}
+    return make_url(url).update_query_dict(query).render_as_string(hide_password=False)
 
 
 def reset_schema(url: str, schema: str, *, create: bool = True) -> None:
@@ -371,6 +374,62 @@ def setup(engine: Engine, count: int, now: float) -> int:
     return len(segments)
 
 
+# --------------------------------------------------------------------------- CPU accounting
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int) -> tuple[int, float] | None:
+    """(process group, CPU seconds) of a process, from /proc; None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[2]), (int(fields[11]) + int(fields[12])) / TICKS
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds used by the host (this process), the worker (its process group) and the
+    PostgreSQL server processes serving the benchmark's connections (by ``application_name``).
+
+    Wall-clock rates on a shared machine move with everyone else's load; CPU per change does not
+    (much), and shows where the time goes.
+    """
+
+    engine: Engine
+    application_name: str
+    worker: WorkerProcess | None = None
+
+    def sample(self) -> dict[str, dict[int, float]]:
+        """CPU seconds so far, by party and process id."""
+        usage = os.times()
+        sample: dict[str, dict[int, float]] = {"host": {0: usage.user + usage.system}, "worker": {}, "postgres": {}}
+        if self.worker is not None and self.worker.process is not None:
+            group = self.worker.process.pid
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit() and (found := _proc_cpu(int(entry.name))) and found[0] == group:
+                    sample["worker"][int(entry.name)] = found[1]
+        with self.engine.connect() as connection:
+            pids = connection.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE application_name = :name"), {"name": self.application_name}
+            ).scalars().all()
+        for pid in pids:
+            if found := _proc_cpu(pid):
+                sample["postgres"][pid] = found[1]
+        return sample
+
+    @staticmethod
+    def per_change(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]], changes: int) -> dict[str, float]:
+        """Microseconds of CPU per change, by party (a process that ended in between is missed;
+        the pools keep theirs open)."""
+        return {
+            party: sum(cpu - before[party].get(pid, 0.0) for pid, cpu in processes.items()) / changes * 1e6
+            for party, processes in after.items()
+        }
+
+
 # --------------------------------------------------------------------------- the host side
 
 
@@ -465,6 +524,10 @@ class Rates:
     rates: list[float] = field(default_factory=list)
     host_rates: list[float] = field(default_factory=list)
     events: list[int] = field(default_factory=list)
+    cpu: list[dict[str, float]] = field(default_factory=list)  # microseconds per change, by party
+
+    def cpu_median(self, party: str) -> float:
+        return statistics.median(sample[party] for sample in self.cpu)
 
 
 class Host:
@@ -504,10 +567,11 @@ class Host:
 
 
 def throughput_phase(
-    engine: Engine, host: Host, ids: list[str], batch: int, *, baseline: bool, figure: Rates
+    engine: Engine, host: Host, meter: CpuMeter, ids: list[str], batch: int, *, baseline: bool, figure: Rates
 ) -> None:
     snapshots = new_snapshots(engine, ids)
     after = last_seq(engine)
+    cpu = meter.sample()
     started = time.time()
     if baseline:
         host.save_batches_one_task_each(snapshots, batch)
@@ -518,7 +582,8 @@ def throughput_phase(
     figure.rates.append(len(ids) / (events.last_at - started))
     figure.host_rates.append(len(ids) / (host_done - started))
     figure.events.append(events.events)
-    wait_delivered(engine)
+    wait_delivered(engine)  # the CPU figures include delivering the events
+    figure.cpu.append(meter.per_change(cpu, meter.sample(), len(ids)))
 
 
 @dataclass
@@ -630,13 +695,14 @@ def main() -> None:
         workers.append(worker)
         worker.start()
         host = Host(db, args.broker)
+        meter = CpuMeter(engine, args.schema, worker)
         try:
             everyone = [f"c{k:08d}" for k in range(1, n + 1)]
             pick = lambda k: sorted(rng.sample(everyone, k))  # noqa: E731
 
             # Warm-up (untimed): connections, compiled rules and imports in both pool processes.
             for baseline in (False, True):
-                throughput_phase(engine, host, pick(min(500, n)), args.batch, baseline=baseline, figure=Rates("warm-up"))
+                throughput_phase(engine, host, meter, pick(min(500, n)), args.batch, baseline=baseline, figure=Rates("warm-up"))
 
             pipeline = Rates("pipeline (coalesced)")
             plain = Rates("baseline (one task per change)")
@@ -645,7 +711,7 @@ def main() -> None:
                 order = (False, True) if rep % 2 == 0 else (True, False)
                 for baseline in order:
                     figure, count = (plain, baseline_changes) if baseline else (pipeline, changes)
-                    throughput_phase(engine, host, pick(count), args.batch, baseline=baseline, figure=figure)
+                    throughput_phase(engine, host, meter, pick(count), args.batch, baseline=baseline, figure=figure)
                 latency_phase(engine, host, pick(latency_changes), args.rate, latency)
                 print(f"repetition {rep + 1}: pipeline {pipeline.rates[-1]:,.0f}/s, baseline {plain.rates[-1]:,.0f}/s, "
                       f"latency p50 {latency.p50[-1] * 1000:.0f} ms p99 {latency.p99[-1] * 1000:.0f} ms", flush=True)  # fmt: skip
@@ -680,6 +746,10 @@ def report(args: Any, n: int, segments: int, changes: int, baseline_changes: int
           f"events: {fmt(pipeline.events)})")  # fmt: skip
     print(f"  baseline samples: {fmt(plain.rates, unit='/s')} (host side alone: {fmt(plain.host_rates, unit='/s')}; "
           f"events: {fmt(plain.events)})")  # fmt: skip
+    for figure in (pipeline, plain):
+        parts = ", ".join(f"{party} {figure.cpu_median(party):,.0f}" for party in ("host", "worker", "postgres"))
+        total = sum(figure.cpu_median(party) for party in ("host", "worker", "postgres"))
+        print(f"  CPU per change, {figure.label}: {parts}; total {total:,.0f} us (stored, evaluated, delivered)")
     print(f"  latency p50: {fmt(latency.p50, 1000, ' ms')}; p99: {fmt(latency.p99, 1000, ' ms')}; "
           f"max: {fmt(latency.maximum, 1000, ' ms')}; achieved rate: {fmt(latency.achieved, unit='/s')}")  # fmt: skip
     print(f"  from occurred_at (evaluation start) instead: p50 {fmt(latency.p50_occurred, 1000, ' ms')}; "

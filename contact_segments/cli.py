@@ -382,6 +382,139 @@ def _print_tree(node: dict[str, Any], depth: int) -> None:
             _print_tree(child, depth + 1)
 
 
+# --------------------------------------------------------------------------- export, validate, import
+
+
+class ExportFileTooLarge(SegmentsError):
+    """An export file over the size limit, refused before it is read."""
+
+
+def read_export_file(name: str) -> bytes:
+    """An export file's bytes (``-``: standard input).  A file over the size limit is refused by
+    its size alone, before it is read; standard input is read no further than the limit."""
+    limit = service.MAX_EXPORT_BYTES
+    try:
+        if name == "-":
+            data = sys.stdin.buffer.read(limit + 1)
+        else:
+            path = Path(name)
+            size = path.stat().st_size
+            if size > limit:
+                raise ExportFileTooLarge(f"{name}: {service.export_too_large_message(size)}")
+            with path.open("rb") as stream:
+                data = stream.read(limit + 1)
+    except OSError as error:
+        raise SegmentsError(f"cannot read {name!r}: {error.strerror}") from None
+    if len(data) > limit:
+        raise ExportFileTooLarge(f"{name}: {service.export_too_large_message(len(data))}")
+    return data
+
+
+@main.command("export")
+@workspace_option
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the export to FILE (default: standard output).")
+@click.option("--segment", "segment_ids", multiple=True, help="Export only this segment (repeat for more).")
+@pass_runtime
+def export_command(rt: Runtime, workspace_id: str, output: str | None, segment_ids: tuple[str, ...]) -> None:
+    """Export segment definitions as JSON (stable order: the same definitions give the same bytes
+    at the same --now)."""
+    document = service.export_segments(rt.uow(), workspace_id, segment_ids or None, now=rt.now())
+    data = service.render_export(document).encode("utf-8")
+    if output is None:
+        click.echo(data, nl=False)
+        return
+    target = Path(output)
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        partial.write_bytes(data)
+        partial.replace(target)  # never a half-written export under the real name
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise SegmentsError(f"cannot write {output!r}: {error.strerror}") from None
+    count = len(document["segments"])
+    summary = {"file": output, "workspace_id": workspace_id, "segments": count, "bytes": len(data),
+               "exported_at": document["exported_at"]}
+    rt.emit(summary, lambda: click.echo(f"exported {count} segments of workspace {workspace_id} to {output} "
+                                        f"({len(data):,} bytes)"))
+
+
+@main.command("validate")
+@click.argument("file")
+@pass_runtime
+def validate_command(rt: Runtime, file: str) -> None:
+    """Check an export file without touching any database: every problem, each with its JSON
+    path (exit status 2 if there is any)."""
+    try:
+        check = service.validate_export(read_export_file(file))
+    except ExportFileTooLarge as error:
+        check = service.ExportCheck(None, {"$": error.message.removeprefix(f"{file}: ")})
+
+    def render() -> None:
+        export = check.export
+        if export is not None:
+            click.echo(f"{file}: a valid export of {len(export.segments)} segments "
+                       f"(format version {export.format_version}, from workspace {export.workspace_id}, "
+                       f"{export.timezone})")
+            return
+        count = len(check.problems)
+        click.echo(f"{file}: not a valid export, {count} problem{'s' * (count != 1)}:")
+        for path, message in check.problems.items():
+            click.echo(f"  {path}: {message}")
+
+    rt.emit({"file": file, **check.to_dict()}, render)
+    if not check.valid:
+        click.get_current_context().exit(USER_ERROR)
+
+
+@main.command("import")
+@workspace_option
+@click.argument("file")
+@click.option("--on-conflict", type=click.Choice(service.ON_CONFLICT), default="skip", show_default=True,
+              help="When a segment of that name exists: leave it, import as 'Name (2)', or replace its rule.")
+@click.option("--dry-run", is_flag=True, help="Show what would happen to each segment; write nothing.")
+@pass_runtime
+def import_command(rt: Runtime, workspace_id: str, file: str, on_conflict: str, dry_run: bool) -> None:
+    """Import an export file: all of it or, on any problem, nothing."""
+    data = read_export_file(file)
+    try:
+        report = service.import_segments(rt.uow(), workspace_id, data, on_conflict=on_conflict,  # type: ignore[arg-type]
+                                         dry_run=dry_run, now=rt.now())
+    except service.InvalidInput as error:
+        raise service.InvalidInput(f"{file}: {error.message}", error.messages) from None
+    rt.emit({"file": file, **report.to_dict()}, lambda: print_import(report))
+
+
+def print_import(report: service.ImportReport) -> None:
+    for outcome in report.segments:
+        name = json.dumps(outcome.name, ensure_ascii=False)
+        where = f"segment {outcome.segment_id}" if outcome.segment_id is not None else "new segment"
+        match outcome.action:
+            case "created" | "renamed":
+                line = f"{outcome.action:<9} {name}"
+                if outcome.renamed_to is not None:
+                    line += f" as {json.dumps(outcome.renamed_to, ensure_ascii=False)}"
+                if report.dry_run:
+                    line += f": {outcome.member_count:,} members"
+                else:
+                    line += f": {where}"
+            case "replaced":
+                line = f"replaced  {name}: {where}"
+                if not outcome.changed:
+                    line += ", unchanged"
+                elif report.dry_run:
+                    line += f", +{outcome.would_enter:,} would enter, -{outcome.would_exit:,} would exit"
+                else:
+                    line += ", rule replaced"
+            case _:
+                line = f"skipped   {name}: {where} has this name"
+        click.echo(line)
+    counts = ", ".join(f"{number} {action}" for action, number in report.counts().items())
+    if report.dry_run:
+        click.echo(f"dry run, nothing was written: {counts}")
+    else:
+        click.echo(f"imported into workspace {report.workspace_id}: {counts}")
+
+
 # --------------------------------------------------------------------------- contacts
 
 

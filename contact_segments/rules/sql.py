@@ -266,15 +266,6 @@ def _number_of_boolean(value: ColumnElement[bool]) -> ColumnElement[float]:
     return case((value, 1.0), else_=0.0)
 
 
-def _storable(text: str) -> bool:
-    """Whether a stored string may equal or contain ``text``.
-
-    Stored text never holds NUL (PostgreSQL cannot store it; snapshots refuse it) nor a lone
-    surrogate (not UTF-8).  A rule's literal may, and binding it would fail: it matches nothing.
-    """
-    return "\x00" not in text and not any("\ud800" <= char <= "\udfff" for char in text)
-
-
 # --------------------------------------------------------------------------- branch operations
 
 _SQL_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
@@ -323,7 +314,7 @@ def _loose_equal_branch(branch: Branch, constant: Any) -> Condition:
     if branch.kind == "list":
         raise _unsupported("equality on a list field")
     if branch.kind == "string" and type(constant) is str:
-        return _storable(constant) and branch.value == literal(constant)
+        return branch.value == literal(constant)
     if branch.kind == "boolean" and type(constant) is bool:
         return branch.value == literal(constant)
     # Anything else compares as numbers.
@@ -345,7 +336,7 @@ def _strict_equal_branch(branch: Branch, constant: Any) -> Condition:
     if branch.kind == "list":
         raise _unsupported("equality on a list field")
     if branch.kind == "string" and type(constant) is str:
-        return _storable(constant) and branch.value == literal(constant)
+        return branch.value == literal(constant)
     if branch.kind == "number" and js.is_number(constant):
         return branch.value == bindparam(None, float(constant), Double())
     if branch.kind == "boolean" and type(constant) is bool:
@@ -361,13 +352,9 @@ def _member_branch(branch: Branch, choices: list) -> Condition:
 def _holds_branch(branch: Branch, needle: Any) -> Condition:
     """``constant in field``: the field is the haystack (a list or a string)."""
     if branch.kind == "list":
-        if type(needle) is not str or not _storable(needle):
-            return False
-        return _ListContains(branch.value, literal(needle, Text()))
+        return _ListContains(branch.value, literal(needle, Text())) if type(needle) is str else False
     if branch.kind == "string":
         text = js.to_string(needle)
-        if not _storable(text):
-            return False
         return and_(branch.value != "", _Contains(branch.value, literal(text, Text())))
     return False  # null, numbers and booleans have no indexOf
 

@@ -317,7 +317,13 @@ class WorkspaceSchema(_Strict):
     """The source workspace."""
 
     id = fields.String(
-        **_text(validate=Length(min=1, max=MAX_WORKSPACE_ID_LENGTH)),
+        **_text(
+            validate=Length(
+                min=1,
+                max=MAX_WORKSPACE_ID_LENGTH,
+                error=f"a workspace id has 1 to {MAX_WORKSPACE_ID_LENGTH} characters",
+            )
+        ),
         metadata={"description": "The source workspace's id."},
     )
     timezone = TimeZoneName(
@@ -733,8 +739,8 @@ def _field_schema(schema_field: fields.Field[Any], defs: dict[str, Any]) -> dict
     for validator in schema_field.validators:
         result |= _validator_schema(validator, array=result.get("type") == "array")
     description = schema_field.metadata.get("description")
-    if description and "description" not in result:
-        result = {"description": description, **result}
+    if description:
+        result = {**result, "description": description}
     if schema_field.allow_none and "anyOf" not in result and result:
         if isinstance(result.get("type"), str) and set(result) <= {"type", "description"}:
             result["type"] = [result["type"], "null"]

@@ -34,10 +34,32 @@ from .segments import (
     segment_view,
 )
 from .tick import TickResult, tick
+from .transfer import (
+    MAX_EXPORT_BYTES,
+    ON_CONFLICT,
+    ExportCheck,
+    ImportReport,
+    SegmentOutcome,
+    export_segments,
+    export_too_large_message,
+    import_segments,
+    render_export,
+    validate_export,
+)
 from .uow import UnitOfWork
 from .workspaces import WorkspaceView, create_workspace, delete_workspace, list_workspaces
 
 __all__ = [
+    "MAX_EXPORT_BYTES",
+    "ON_CONFLICT",
+    "ExportCheck",
+    "ImportReport",
+    "SegmentOutcome",
+    "export_segments",
+    "export_too_large_message",
+    "import_segments",
+    "render_export",
+    "validate_export",
     "Command",
     "DeliverEvents",
     "Dispatcher",

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from ..storage import EventCause, Workspace, pending_changes
+from ..storage import EventCause, Segment, Workspace, pending_changes
 from ..storage import queries as q
-from .commands import DeliverEvents, EvaluatePending
+from .commands import DeliverEvents, EvaluatePending, RebuildSegment
 from .segments import rebuild_segment
 from .uow import UnitOfWork
 
@@ -26,14 +26,26 @@ def workspace_ids(uow: UnitOfWork) -> list[str]:
         return list(uow.session.scalars(select(Workspace.id).order_by(Workspace.id)))
 
 
-def schedule_pending_work(uow: UnitOfWork) -> int:
-    """Dispatch an evaluation for every workspace with pending contact changes, and a delivery
-    for every workspace with undelivered events; return how many commands went out."""
+REBUILD_GRACE_SECONDS = 60.0
+"""How long a due rebuild may be in flight before the beat sends it again."""
+
+
+def schedule_pending_work(uow: UnitOfWork, *, now: float) -> int:
+    """Dispatch what the database says is due: an evaluation for every workspace with pending
+    contact changes, a delivery for every workspace with undelivered events, a rebuild for every
+    segment not yet built for its rule version (for a while); return how many commands went out."""
     with uow:
         for workspace_id in pending_changes.workspaces_with_pending(uow.session):
             uow.add_command(EvaluatePending(workspace_id))
         for workspace_id in q.workspaces_with_undelivered_events(uow.session):
             uow.add_command(DeliverEvents(workspace_id))
+        overdue = select(Segment).where(
+            Segment.built_version != Segment.rule_version, Segment.updated_at < now - REBUILD_GRACE_SECONDS
+        )
+        for segment in uow.session.scalars(overdue):
+            uow.add_command(
+                RebuildSegment(segment.workspace_id, segment.id, segment.rule_version, first_build=segment.built_version == 0)
+            )
         count = len(uow.pending_commands)
         uow.commit()
     return count

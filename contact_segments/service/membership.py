@@ -173,8 +173,10 @@ def rebuild_batch(
     now: float,
     cause: EventCause,
     events: bool = True,
+    contact_ids: Sequence[str] | None = None,
 ) -> Diff:
-    """Bring the segment's memberships of contacts with ids in ``(after, upto]`` in line with SQL.
+    """Bring the segment's memberships of contacts with ids in ``(after, upto]`` (and among
+    ``contact_ids``, if given) in line with SQL.
 
     entered = matches - members; exited = members - matches.  With ``events`` false (a first
     build) no per-contact events are written: the caller writes one "built" event instead.
@@ -186,6 +188,7 @@ def rebuild_batch(
         condition=rule_to_sql(segment.rule, contact_view_columns(), now=now),
         after=after,
         upto=upto,
+        contact_ids=contact_ids,
         since=now,
     )
     diff = Diff([(segment.id, c) for c in entered], [(segment.id, c) for c in exited])

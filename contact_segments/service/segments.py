@@ -363,12 +363,39 @@ def rebuild_segment(
     A first build writes one "built" event with the member count instead of per-contact events.
     Like any evaluation, each batch runs at ``now`` or at the workspace's last tick if that is
     later (see :func:`evaluation_instant`), so a rebuild never undoes a flip a tick applied.
+
+    Batches: a first build cuts the contact ids into ranges of ``batch_size``.  Any other
+    rebuild first finds, read-only, the contacts whose membership disagrees with the rule; if
+    there are at most ``batch_size`` (the usual case: a sweep or most rule edits change few)
+    one batch reconciles just those ids (the same statements, restricted to them; an empty list
+    still makes the batch that records the build), otherwise it falls back to id ranges.
     """
-    with uow:
-        bounds = setwise.contact_id_bounds(uow.session, workspace_id, batch_size)
+    batches: list[tuple[str | None, str | None, list[str] | None]]  # (after, upto, among these ids)
+    differing = None
+    if not first_build:
+        with uow:
+            try:
+                at = evaluation_instant(uow, workspace_id, now)
+                segment = get_segment(uow, workspace_id, segment_id)
+            except NotFound:
+                return RebuildResult(segment_id, 0, 0, 0, stale=True)
+            if rule_version is not None and segment.rule_version != rule_version:
+                return RebuildResult(segment_id, 0, 0, 0, stale=True)
+            differing = setwise.membership_differences(
+                uow.session,
+                segment_id=segment.id,
+                workspace_id=workspace_id,
+                condition=rule_to_sql(segment.rule, contact_view_columns(), now=at),
+                limit=batch_size,
+            )
+    if differing is not None:
+        batches = [(None, None, differing)]
+    else:
+        with uow:
+            bounds = setwise.contact_id_bounds(uow.session, workspace_id, batch_size)
+        batches = [(after, upto, None) for after, upto in zip([None, *bounds[:-1]], bounds, strict=True)]
     total = Diff()
-    after: str | None = None
-    for upto in bounds:
+    for number, (after, upto, ids) in enumerate(batches, start=1):
         with uow:
             try:
                 at = evaluation_instant(uow, workspace_id, now)  # the workspace's lock before the segment's
@@ -378,18 +405,20 @@ def rebuild_segment(
             if rule_version is not None and segment.rule_version != rule_version:
                 return RebuildResult(segment_id, len(total.entered), len(total.exited), 0, stale=True)
             total.extend(
-                rebuild_batch(uow.session, segment, after=after, upto=upto, now=at, cause=cause, events=not first_build)
+                rebuild_batch(
+                    uow.session, segment, after=after, upto=upto, contact_ids=ids, now=at, cause=cause, events=not first_build
+                )
             )
-            if upto is None and first_build:
-                count = _member_count(uow, segment)
-                q.append_events(uow.session, [built_event(segment, count, at)])
+            if number == len(batches):
+                if first_build and segment.built_version == 0:  # once, however often it is asked
+                    q.append_events(uow.session, [built_event(segment, setwise.member_count(uow.session, segment.id), at)])
+                segment.built_version = segment.rule_version
             uow.commit()
         if progress is not None:
             progress(1)
-        after = upto
     with uow:
         segment = get_segment(uow, workspace_id, segment_id)
-        count = _member_count(uow, segment)
+        count = setwise.member_count(uow.session, segment.id)
     return RebuildResult(segment_id, len(total.entered), len(total.exited), count)
 
 

@@ -157,6 +157,13 @@ def load_snapshot(document: Any) -> dict[str, Any]:
     """Validate one snapshot; raise :class:`InvalidInput` naming every bad field."""
     if not isinstance(document, dict):
         raise InvalidInput("a contact snapshot must be a JSON object")
+    if len(document) > len(_FIELDS):  # unknown fields for sure: name a few, cheaply (not a million)
+        unknown = [key for key in document if key not in _FIELDS]
+        names = ", ".join(quote(key, 40) for key in unknown[:5])
+        raise InvalidInput(
+            f"invalid contact snapshot {quote(document.get('id'))}",
+            {"unknown fields": [f"{len(unknown):,} of them, e.g. {names}"]},
+        )
     try:
         return _SCHEMA.load(document)
     except ValidationError as error:

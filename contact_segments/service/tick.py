@@ -21,6 +21,7 @@ from ..storage import EventCause, setwise
 from ..storage import queries as q
 from .commands import DeliverEvents
 from .membership import Diff, evaluate_contacts, rebuild_batch
+from .segments import get_workspace
 from .uow import UnitOfWork
 
 
@@ -40,6 +41,7 @@ def tick(uow: UnitOfWork, workspace_id: str, *, now: float) -> TickResult:
     with uow:
         window = q.open_tick_window(uow.session, workspace_id, now)
         if window is None:
+            get_workspace(uow, workspace_id)  # an unknown workspace is an error, not "nothing to do"
             return TickResult(workspace_id, None, now, 0, 0, 0, skipped=True)
         diff, candidates = Diff(), 0
         for segment in q.list_segments(uow.session, workspace_id):

@@ -56,6 +56,8 @@ from .errors import InvalidInput, LimitReached, SegmentsError
 from .segments import _changed, _insert_segment, _is_advanced, get_segment, get_workspace
 from .uow import UnitOfWork
 
+export_too_large_message = too_large_message
+
 OnConflict = Literal["skip", "rename", "replace"]
 ON_CONFLICT: tuple[OnConflict, ...] = ("skip", "rename", "replace")
 
@@ -377,6 +379,7 @@ def _apply(uow: UnitOfWork, workspace_id: str, planned: _Planned, now: float) ->
 
 
 __all__ = [
+    "MAX_EXPORT_BYTES",
     "ON_CONFLICT",
     "ExportCheck",
     "ImportPassesLimit",
@@ -384,6 +387,7 @@ __all__ = [
     "OnConflict",
     "SegmentOutcome",
     "export_segments",
+    "export_too_large_message",
     "import_segments",
     "render_export",
     "validate_export",

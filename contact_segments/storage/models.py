@@ -227,6 +227,9 @@ class Segment(Base):
     is_default: Mapped[bool] = mapped_column(default=False, server_default=false())
     default_key: Mapped[str | None] = mapped_column(Text)
     rule_version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    built_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    """The rule version the memberships were last rebuilt for (0: never built); behind
+    ``rule_version`` while a rebuild is due, which the beat checks so no rebuild is lost."""
     created_at: Mapped[float] = mapped_column(Double)
     updated_at: Mapped[float] = mapped_column(Double)
 

@@ -16,17 +16,12 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": MINUTE,
         "options": {"expires": 0.9 * MINUTE},
     },
-    # Deliver events whose delivery failed (the host raised) or whose message was lost.
-    "segments-deliver-events": {
-        "task": "segments.deliver_all",
+    # Whatever a lost message (a broker restart, a killed worker) or a failed delivery left
+    # undone, the database records: pending contact changes, undelivered events, unbuilt rules.
+    "segments-pending-work": {
+        "task": "segments.schedule_pending_work",
         "schedule": 0.5 * MINUTE,
         "options": {"expires": 0.45 * MINUTE},
-    },
-    # Evaluate contact changes whose message was lost (a broker restart): the marks are in the database.
-    "segments-evaluate-pending": {
-        "task": "segments.evaluate_all_pending",
-        "schedule": MINUTE,
-        "options": {"expires": 0.9 * MINUTE},
     },
     # Rebuild every segment from its SQL, reporting and repairing any drift.
     "segments-consistency-sweep": {

@@ -102,13 +102,10 @@ def register_tasks(app: Celery) -> None:
         for workspace_id in workspace_ids(runtime.uow()):
             tick.delay(workspace_id, now)
 
-    @app.task(name="segments.deliver_all", **RETRYING)
-    def deliver_all(self) -> None:
-        schedule_pending_work(runtime.uow())
-
-    @app.task(name="segments.evaluate_all_pending", **RETRYING)
-    def evaluate_all_pending(self) -> None:
-        schedule_pending_work(runtime.uow())
+    @app.task(name="segments.schedule_pending_work", **RETRYING)
+    def pending_work(self) -> None:
+        """What a lost message left undone: the database knows (pending, undelivered, unbuilt)."""
+        schedule_pending_work(runtime.uow(), now=time.time())
 
     @app.task(name="segments.sweep", **RETRYING)
     def sweep_workspace(self, workspace_id: str) -> None:

@@ -33,7 +33,6 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, Table, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
-from tests.support.segment_strategies import NOWS, contact_sets, raw_segment_rules, segment_rules
 
 from contact_segments.rules import compile_predicate
 from contact_segments.rules.sql import rule_to_sql
@@ -48,6 +47,7 @@ from contact_segments.storage import (
     make_session_factory,
     upsert_contacts,
 )
+from tests.support.segment_strategies import NOWS, contact_sets, raw_segment_rules, segment_rules
 
 DEFAULT_EXAMPLES = 60
 LONG_EXAMPLES = 1_000

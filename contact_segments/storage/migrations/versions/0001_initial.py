@@ -91,6 +91,7 @@ def upgrade() -> None:
         sa.Column("is_default", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column("default_key", sa.Text(), nullable=True),
         sa.Column("rule_version", sa.Integer(), server_default=sa.text("1"), nullable=False),
+        sa.Column("built_version", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("created_at", sa.Double(), nullable=False),
         sa.Column("updated_at", sa.Double(), nullable=False),
         sa.ForeignKeyConstraint(
