@@ -503,8 +503,6 @@ def print_import(report: service.ImportReport) -> None:
                     line += ", unchanged"
                 elif report.dry_run:
                     line += f", +{outcome.would_enter:,} would enter, -{outcome.would_exit:,} would exit"
-                else:
-                    line += ", rule replaced"
             case _:
                 line = f"skipped   {name}: {where} has this name"
         click.echo(line)
@@ -533,10 +531,11 @@ def contacts_upsert(rt: Runtime, workspace_id: str, source: BinaryIO, batch_size
 
     The whole input is validated first: a bad line stops it all, naming its line number.
     """
-    lines = list(iter_json_lines(source))
-    if not lines:
+    snapshots: list[dict[str, Any]] = []
+    for number, document in iter_json_lines(source):  # each line checked as read: a bad one stops the rest
+        snapshots += service.load_snapshots([document], labels=[f"line {number}"])
+    if not snapshots:
         raise SegmentsError("no snapshots to upsert: the input is empty (one JSON object per line)")
-    snapshots = service.load_snapshots([doc for _, doc in lines], labels=[f"line {n}" for n, _ in lines])
     stored = 0
     uow = rt.uow()
     with rt.progress("upserting contacts", len(snapshots)) as advance:

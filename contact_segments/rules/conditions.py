@@ -593,13 +593,15 @@ def _ago(duration: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- rule -> conditions
 
 
-def rule_to_conditions(rule: Any) -> dict[str, Any]:
+def rule_to_conditions(rule: Any, *, canonical: bool = False) -> dict[str, Any]:
     """The condition group a segment rule reads as in the editor (canonical form).
 
     The rule is validated first (:class:`~.validation.RuleValidationError` if it is not a segment
-    rule).  ``true`` reads as the empty group.
+    rule), unless ``canonical`` says it is already what :func:`validate_segment_rule` returned.
+    ``true`` reads as the empty group.
     """
-    rule = validate_segment_rule(rule)
+    if not canonical:
+        rule = validate_segment_rule(rule)
     if rule is True:
         return {"op": "and", "conditions": []}
     condition = _decode_condition(rule)

@@ -8,7 +8,9 @@
   would mean two things;
 - integers of more than 4,300 digits raise a bare ``ValueError``, and deep nesting a
   ``RecursionError``;
-- a byte order mark, with advice meant for Python programmers.
+- a byte order mark, with advice meant for Python programmers;
+- objects of a million members, which cost ~250 MB as Python objects: an object has at most
+  :data:`MAX_MEMBERS` members (no document type here comes near).
 
 :func:`loads` refuses all of these with :class:`JSONTextError` (a ``ValueError``), and
 :func:`decode` turns bytes into text the same way, so a boundary reading a file needs to catch one
@@ -25,6 +27,9 @@ from typing import Any
 from .errors import quote
 
 BOM = "\ufeff"
+#: No document read here has an object this large (a snapshot has 218 members at most); past
+#: it, a member costs ~250 bytes of Python objects for nothing.
+MAX_MEMBERS = 10_000
 
 
 class JSONTextError(ValueError):
@@ -71,6 +76,8 @@ def _finite_float(text: str) -> float:
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len(pairs) > MAX_MEMBERS:  # refused before it becomes a dict: ~100 bytes a member less
+        raise JSONTextError(f"an object has {len(pairs):,} members, more than the {MAX_MEMBERS:,} any document here may have")
     result = dict(pairs)
     if len(result) != len(pairs):
         seen: set[str] = set()

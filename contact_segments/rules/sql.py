@@ -25,7 +25,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     Boolean,
@@ -124,14 +124,42 @@ class _JsonPart(FunctionElement[Any]):
     promise to evaluate a branch's value only where its guard holds (SQLite computes both sides of
     an ``AND`` outside ``WHERE``; PostgreSQL may reorder conditions), so each part is safe to
     compute on any row: no ``CAST('abc' AS DOUBLE PRECISION)``, no ``js_number`` of a JSON ``true``.
+
+    Each part is a class of its own, so that it is part of SQLAlchemy's cache key (an attribute
+    would not be, and two statements differing only in a part would share compiled SQL).
     """
 
     inherit_cache = True
+    part: ClassVar[str]
 
-    def __init__(self, column: Any, key: str, part: str) -> None:
-        self.part = part
-        self.type = {"type": Text(), "text": Text(), "number": Double(), "boolean": Boolean()}[part]
+    def __init__(self, column: Any, key: str) -> None:
         super().__init__(column, literal(key, Text()))
+
+
+class _JsonType(_JsonPart):
+    """``'null'`` (absent included), ``'string'``, ``'number'`` or ``'boolean'``."""
+
+    part = "type"
+    type = Text()
+    inherit_cache = True
+
+
+class _JsonText(_JsonPart):
+    part = "text"
+    type = Text()
+    inherit_cache = True
+
+
+class _JsonNumber(_JsonPart):
+    part = "number"
+    type = Double()
+    inherit_cache = True
+
+
+class _JsonBoolean(_JsonPart):
+    part = "boolean"
+    type = Boolean()
+    inherit_cache = True
 
 
 @compiles(_JsonPart, "postgresql")
@@ -208,13 +236,13 @@ def _field_value(name: str, columns: Mapping[str, Any], path: str) -> Field:
         return Field((Branch("list", None, columns[name]),))
     key = name.removeprefix("custom_fields.")
     column = columns["custom_fields"]
-    kind = _JsonPart(column, key, "type")
+    kind = _JsonType(column, key)
     return Field(
         (
             Branch("null", kind == "null", None),
-            Branch("string", kind == "string", _JsonPart(column, key, "text")),
-            Branch("number", kind == "number", _JsonPart(column, key, "number")),
-            Branch("boolean", kind == "boolean", _JsonPart(column, key, "boolean")),
+            Branch("string", kind == "string", _JsonText(column, key)),
+            Branch("number", kind == "number", _JsonNumber(column, key)),
+            Branch("boolean", kind == "boolean", _JsonBoolean(column, key)),
         )
     )
 
@@ -393,9 +421,18 @@ def _unsupported(what: str) -> RuleError:
 
 
 class _SqlCompiler:
-    def __init__(self, columns: Mapping[str, Any], now: float) -> None:
+    """Compiles one rule; ``present`` are fields known to be non-null here (see :meth:`_conjuncts`)."""
+
+    def __init__(self, columns: Mapping[str, Any], now: float, present: frozenset[str] = frozenset()) -> None:
         self.columns = columns
         self.now = now
+        self.present = present
+
+    def field(self, name: str, path: str) -> Field:
+        field = _field_value(name, self.columns, path)
+        if name in self.present:
+            return Field(tuple(branch for branch in field.branches if branch.kind != "null"))
+        return field
 
     # A node is compiled either as a *value* (a Field, or a Python constant) or as a *condition*.
 
@@ -429,7 +466,7 @@ class _SqlCompiler:
             return self.now
         if not isinstance(name, str):
             raise RuleError.at(path, "a segment rule names its fields with literal strings")
-        field = _field_value(name, self.columns, path)
+        field = self.field(name, path)
         if len(args) > 1 and args[1] is not None and name.startswith("custom_fields."):
             raise RuleError.at(path, "a default for a custom field is not supported in segment rules")
         return field  # catalog fields are never undefined in the evaluation view: defaults never apply
@@ -442,7 +479,7 @@ class _SqlCompiler:
         here = child_path(path, op)
         at = [child_path(here, i) for i in range(len(args))]
         if op == "and":
-            return _and([self.condition(arg, p) for arg, p in zip(args, at, strict=True)])
+            return _and(self._conjuncts(args, at))
         if op == "or":
             return _or([self.condition(arg, p) for arg, p in zip(args, at, strict=True)])
         if op == "!":
@@ -477,6 +514,26 @@ class _SqlCompiler:
         raise RuleError.at(
             here, f"'{op}' is not supported in segment rules (the SQL compiler cannot express it)"
         )
+
+    def _conjuncts(self, args: list, at: list[str]) -> list[Condition]:
+        """The conditions of an ``and``, each compiled knowing what the others guarantee.
+
+        A conjunct that by its form is false whenever field F is null (``F``, ``!!F``,
+        ``!missing F``: :func:`_non_null_where`) is an *anchor* for F.  It is compiled as usual;
+        the other conjuncts are compiled as if F were never null, since on the rows where it is,
+        the anchor makes the whole ``and`` false.  So the guarded
+        ``{"and": [{"!!": [T]}, {"<": [T, now - N]}]}`` becomes
+        ``T IS NOT NULL AND T != 0 AND T IS NOT NULL AND T < :p``, a plain index range, where
+        ``T < :p`` alone must keep ``T IS NULL OR ...`` (JavaScript's ``null < x``).  Dropping a
+        null branch drops a guarded term, so every conjunct stays two-valued.
+        """
+        anchors = [_non_null_where(arg, truthy=True) - self.present for arg in args]
+        anchored = frozenset().union(*anchors)
+        others = _SqlCompiler(self.columns, self.now, self.present | anchored) if anchored else self
+        return [
+            (self if anchor else others).condition(arg, path)
+            for arg, path, anchor in zip(args, at, anchors, strict=True)
+        ]
 
     def truthy(self, value: Value) -> Condition:
         if isinstance(value, Field):
@@ -538,7 +595,7 @@ class _SqlCompiler:
     def _is_missing(self, key: str, path: str) -> Condition:
         if key == "now":
             return False
-        return _over_branches(_field_value(key, self.columns, path), _missing_branch)
+        return _over_branches(self.field(key, path), _missing_branch)
 
     def _missing(self, args: list, path: str) -> Condition:
         return _or([self._is_missing(key, path) for key in self._missing_keys(args, path)])
@@ -557,6 +614,32 @@ class _SqlCompiler:
         if isinstance(present, int):
             return present < need and present < len(keys)
         return and_(present < literal(need), present < literal(len(keys)))
+
+
+_NULLABLE = (FieldType.STRING, FieldType.TIMESTAMP, FieldType.CUSTOM)
+
+
+def _non_null_where(node: Any, *, truthy: bool) -> frozenset[str]:
+    """Fields that cannot be null where ``node`` is truthy (or, ``truthy=False``, falsy), by its form.
+
+    Only the forms guards take: a field's truthiness (``F``, ``!!F``, ``!F``), ``!missing``, and
+    ``and`` (``or`` when falsy) of those.  Anything else guarantees nothing here.
+    """
+    if not isinstance(node, dict) or len(node) != 1:
+        return frozenset()
+    ((op, args),) = node.items()
+    args = args if isinstance(args, list) else [args]
+    if op == "var" and truthy and args:
+        names = [args[0]]
+    elif op == "missing" and not truthy:
+        names = args[0] if len(args) == 1 and isinstance(args[0], list) else args
+    elif op in ("!", "!!") and len(args) == 1:
+        return _non_null_where(args[0], truthy=truthy == (op == "!!"))
+    elif (op == "and" and truthy) or (op == "or" and not truthy):
+        return frozenset().union(*(_non_null_where(arg, truthy=truthy) for arg in args))
+    else:
+        return frozenset()
+    return frozenset(name for name in names if (spec := lookup(name)) is not None and spec.type in _NULLABLE)
 
 
 def rule_to_sql(rule: Any, columns: Mapping[str, Any], *, now: float) -> ColumnElement[bool]:

@@ -58,6 +58,7 @@ describe the rule are checked here only.)  Regenerate it with
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -65,7 +66,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from marshmallow import RAISE, Schema, ValidationError, fields
+from marshmallow import RAISE, Schema, ValidationError, fields, pre_load
 from marshmallow.validate import Equal, Length, OneOf, Range
 
 from . import jsontext
@@ -79,7 +80,7 @@ from .conditions import (
     rule_to_conditions,
 )
 from .errors import ROOT, quote
-from .validation import MAX_DEPTH, RuleValidationError, SegmentRule, _Checker
+from .validation import RuleValidationError, SegmentRule, _Checker
 
 FORMAT = "contact-segments/export"
 FORMAT_VERSION = 1
@@ -87,9 +88,8 @@ MAX_SEGMENTS = 500
 MAX_EXPORT_BYTES = 16 * 1024 * 1024
 MAX_NAME_LENGTH = 100
 MAX_WORKSPACE_ID_LENGTH = 255
-
-#: How deep ``conditions`` may nest (a group is two levels: the object and its list).
-MAX_CONDITIONS_DEPTH = 2 * MAX_DEPTH + 2
+#: Past this many unknown fields in one object, the rest are not listed.
+MAX_UNKNOWN = 20
 
 Problems = dict[str, str]
 
@@ -237,6 +237,13 @@ class ExportInstant(fields.AwareDateTime):
         "invalid_awareness": "expected a date-time with a zone offset, e.g. 2026-01-31T09:30:00Z",
     }
 
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> datetime:
+        if isinstance(value, str) and not (value.isascii() and value.isprintable()):
+            raise self.make_error("invalid")  # datetime.fromisoformat reads "...Z\x00" as "...Z"
+        return super()._deserialize(value, attr, data, **kwargs)
+
     def json_schema(self, defs: dict[str, Any]) -> dict[str, Any]:
         return {"type": "string", "format": "date-time"}
 
@@ -267,12 +274,11 @@ class TimeZoneName(fields.String):
 
 
 class EditorConditions(fields.Raw):
-    """The editor's condition group, or ``null``.  Only its depth is checked here; whether it is a
-    valid group that describes the rule is checked with the rule (see :func:`check_export`)."""
+    """The editor's condition group, or ``null``.  Whether it is a valid group that describes the
+    rule is checked with the rule (see :func:`check_export`), within the rules' limits."""
 
     default_error_messages: ClassVar[dict[str, str]] = {
         "invalid": 'expected a condition group ({{"op": "and", "conditions": [...]}}) or null',
-        "deep": f"the conditions are nested too deeply: more than {MAX_CONDITIONS_DEPTH} levels",
     }
 
     def _deserialize(
@@ -280,24 +286,10 @@ class EditorConditions(fields.Raw):
     ) -> Any:
         if not isinstance(value, dict):
             raise self.make_error("invalid")
-        if _too_deep(value, MAX_CONDITIONS_DEPTH):
-            raise self.make_error("deep")
         return value
 
     def json_schema(self, defs: dict[str, Any]) -> dict[str, Any]:
         return {"anyOf": [{"type": "null"}, _schema_ref(ConditionGroupSchema, defs)]}
-
-
-def _too_deep(value: Any, limit: int) -> bool:
-    stack = [(value, 0)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict | list):
-            depth += 1
-            if depth > limit:
-                return True
-            stack.extend((child, depth) for child in (node.values() if isinstance(node, dict) else node))
-    return False
 
 
 # --------------------------------------------------------------------------- schemas
@@ -311,6 +303,18 @@ class _Strict(Schema):
         "type": "expected a JSON object",
         "unknown": "unknown field",
     }
+
+    @pre_load
+    def _few_unknown_fields(self, data: Any, **kwargs: Any) -> Any:
+        """Past :data:`MAX_UNKNOWN` unknown fields, name a few and stop: Marshmallow reports each
+        one, at ~25 µs apiece (a million would take half a minute)."""
+        if isinstance(data, Mapping) and len(data) > len(self.load_fields) + MAX_UNKNOWN:
+            known = {schema_field.data_key or name for name, schema_field in self.load_fields.items()}
+            unknown = [key for key in data if key not in known]
+            raise ValidationError(
+                f"{len(unknown):,} unknown fields, e.g. {', '.join(quote(key, 40) for key in unknown[:5])}"
+            )
+        return data
 
 
 class WorkspaceSchema(_Strict):
@@ -377,7 +381,14 @@ class ExportSchema(_Strict):
 
 
 _ENVELOPE = ExportSchema(exclude=("segments",))
+_WORKSPACE = WorkspaceSchema()
 _SEGMENT = SegmentSchema()
+
+#: At most this many problems are listed; the entry :data:`MORE` then says how many more there were.
+MAX_PROBLEMS = 100
+MORE = "…"
+#: Unknown fields listed per object (a million unknown fields is one problem, not a million).
+MAX_UNKNOWN_LISTED = 10
 
 
 # --------------------------------------------------------------------------- checking
@@ -408,9 +419,13 @@ def check_export(document: Any) -> tuple[Export | None, Problems]:
     if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
         return None, {"format_version": FormatVersion().error_messages["newer"].format(version=version)}
 
-    envelope = _load(
-        _ENVELOPE, {key: value for key, value in document.items() if key != "segments"}, "", problems
-    )
+    envelope_data = _known_only(_ENVELOPE, document, "", problems, also=("segments",))
+    envelope_data.pop("segments", None)
+    if isinstance(envelope_data.get("workspace"), dict):
+        envelope_data["workspace"] = _known_only(
+            _WORKSPACE, envelope_data["workspace"], "workspace", problems
+        )
+    envelope = _load(_ENVELOPE, envelope_data, "", problems)
     segments = _check_segments(document, envelope, problems)
     if problems or envelope is None or segments is None:
         return None, _ordered(problems)
@@ -473,6 +488,8 @@ def _check_segments(
     seen: dict[str, int] = {}
     for index, item in enumerate(items):
         path = f"segments[{index}]"
+        if isinstance(item, dict):
+            item = _known_only(_SEGMENT, item, path, problems)
         loaded = _load(_SEGMENT, item, path, problems)
         if loaded is None:  # still check what can be checked alone
             if isinstance(item, dict) and isinstance(item.get("name"), str):
@@ -483,7 +500,7 @@ def _check_segments(
                     _check_conditions(given, None, None, timezone, f"{path}.conditions", problems)
             continue
         _check_duplicate(loaded["name"], index, seen, problems)
-        conditions = rule_to_conditions(loaded["rule"])
+        conditions = rule_to_conditions(loaded["rule"], canonical=True)  # SegmentRule validated it
         if loaded["conditions"] is not None:
             _check_conditions(
                 loaded["conditions"], loaded["rule"], conditions, timezone, f"{path}.conditions", problems
@@ -518,7 +535,11 @@ def _check_conditions(
     given: Any, rule: Any, derived: dict[str, Any] | None, tz: str, path: str, problems: Problems
 ) -> None:
     """``given`` must be a valid condition group that describes ``rule`` (whose group is
-    ``derived``); without a rule (it is invalid), only that it is a valid group."""
+    ``derived``); without a rule (it is invalid), only that it is a valid group.
+
+    ``given == derived`` is safe for any ``given``: the comparison goes no deeper than
+    ``derived``, which is within the rules' limits; :func:`load_conditions` checks the limits
+    before it walks anything."""
     if derived is not None and given == derived:  # what an export writes: no need to load it
         return
     try:
@@ -546,6 +567,22 @@ def _check_conditions(
 # --------------------------------------------------------------------------- errors by path
 
 
+def _known_only(
+    schema: Schema, data: dict[Any, Any], path: str, problems: Problems, also: tuple[str, ...] = ()
+) -> dict[Any, Any]:
+    """``data`` without the fields ``schema`` does not know, each reported (the first few by
+    name, then how many more), so that Marshmallow never builds an error per unknown field."""
+    known = {schema_field.data_key or name for name, schema_field in schema.load_fields.items()} | set(also)
+    if all(key in known for key in data):
+        return dict(data)
+    unknown = [key for key in data if key not in known]
+    for key in unknown[:MAX_UNKNOWN_LISTED]:
+        _report(problems, _join(path, key if isinstance(key, str) else repr(key)), "unknown field")
+    if len(unknown) > MAX_UNKNOWN_LISTED:
+        _report(problems, path or ROOT, f"{len(unknown) - MAX_UNKNOWN_LISTED:,} more unknown fields")
+    return {key: data[key] for key in known if key in data}
+
+
 def _load(schema: Schema, data: Any, path: str, problems: Problems) -> Any:
     try:
         return schema.load(data)
@@ -554,9 +591,16 @@ def _load(schema: Schema, data: Any, path: str, problems: Problems) -> Any:
         return None
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
 def _join(path: str, key: str | int) -> str:
+    """``path.key``, ``path[3]``, or ``path['odd key']`` for a key that is not a short plain name
+    (a file's own keys are echoed escaped and cut short)."""
     if isinstance(key, int):
         return f"{path}[{key}]" if path else f"[{key}]"
+    if not _PLAIN_KEY.fullmatch(key):
+        return f"{path or ROOT}[{quote(key, 40)}]"
     return f"{path}.{key}" if path else key
 
 
@@ -597,7 +641,11 @@ def _ordered(problems: Problems) -> Problems:
             index = int(path[len("segments[") : path.index("]")])
         return rank, index
 
-    return dict(sorted(problems.items(), key=lambda item: key(item[0])))
+    ordered = sorted(problems.items(), key=lambda item: key(item[0]))
+    if len(ordered) <= MAX_PROBLEMS:
+        return dict(ordered)
+    more = len(ordered) - MAX_PROBLEMS
+    return dict(ordered[:MAX_PROBLEMS]) | {MORE: f"and {more:,} more problem{'s' * (more != 1)}"}
 
 
 def _describe(value: Any) -> str:

@@ -214,11 +214,17 @@ def _too_deep(subject: str = "the rule") -> str:
     return f"{subject} is nested too deeply: more than {MAX_DEPTH} levels of arrays and objects"
 
 
+#: A string JSON writes as itself between quotes: printable ASCII without ``"`` or ``\``.
+_PLAIN_STRING = re.compile(r'[ !#-\[\]-~]*')
+
+
 def _scalar_size(value: Any, budget: int) -> int:
     """Bytes of ``value`` in compact UTF-8 JSON; anything above ``budget`` is just "too many"."""
     if isinstance(value, str):
         if len(value) > budget:
             return budget + 1
+        if _PLAIN_STRING.fullmatch(value):  # most strings: no need to encode them
+            return len(value) + 2
         return len(json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
     if value is None or value is True:
         return 4

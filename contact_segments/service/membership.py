@@ -88,17 +88,11 @@ def apply_diff(
     cause: EventCause,
     now: float,
 ) -> Diff:
-    """Write memberships and one event per pair that really changed, in the caller's transaction."""
-    entered = q.add_memberships(session, workspace_id, to_enter, since=now)
-    exited = q.remove_memberships(session, to_exit)
-    events: list[NewEvent] = [
-        _event(workspace_id, segment_id, contact_id, EventKind.ENTERED, cause, versions[segment_id], now)
-        for segment_id, contact_id in entered
-    ] + [
-        _event(workspace_id, segment_id, contact_id, EventKind.EXITED, cause, versions[segment_id], now)
-        for segment_id, contact_id in exited
-    ]
-    q.append_events(session, sorted(events, key=lambda e: (e["contact_id"], e["segment_id"])))
+    """Write memberships and one event per pair that really changed, in the caller's transaction
+    (events in contact id order, then segment id; see :func:`setwise.write_membership_diff`)."""
+    entered, exited = setwise.write_membership_diff(
+        session, workspace_id, to_enter, to_exit, since=now, events=setwise.EventStamp(cause.value, now, versions)
+    )
     return Diff(entered, exited)
 
 
@@ -181,25 +175,19 @@ def rebuild_batch(
     entered = matches - members; exited = members - matches.  With ``events`` false (a first
     build) no per-contact events are written: the caller writes one "built" event instead.
     """
+    segment_id = segment.id  # not an ORM attribute read per row
     entered, exited = setwise.reconcile_memberships(
         session,
-        segment_id=segment.id,
+        segment_id=segment_id,
         workspace_id=segment.workspace_id,
         condition=rule_to_sql(segment.rule, contact_view_columns(), now=now),
         after=after,
         upto=upto,
         contact_ids=contact_ids,
         since=now,
+        events=setwise.EventStamp(cause.value, now, {segment_id: segment.rule_version}) if events else None,
     )
-    diff = Diff([(segment.id, c) for c in entered], [(segment.id, c) for c in exited])
-    if events:
-        version = segment.rule_version
-        q.append_events(
-            session,
-            [_event(segment.workspace_id, segment.id, c, EventKind.ENTERED, cause, version, now) for c in entered]
-            + [_event(segment.workspace_id, segment.id, c, EventKind.EXITED, cause, version, now) for c in exited],
-        )
-    return diff
+    return Diff([(segment_id, c) for c in entered], [(segment_id, c) for c in exited])
 
 
 def built_event(segment: Segment, member_count: int, now: float) -> NewEvent:

@@ -31,23 +31,35 @@ def take(session: Session, workspace_id: str, *, limit: int = BATCH_SIZE) -> dic
     cleared: each id with the fields that changed.
 
     On PostgreSQL, rows another transaction holds are skipped (``SKIP LOCKED``), so several
-    workers take disjoint batches of the same workspace.
+    workers take disjoint batches of the same workspace; and it is one statement, ``UPDATE ...
+    FROM (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING`` the bits as they were when locked.
+    (SQLite's RETURNING cannot name the FROM subquery, so there it is a SELECT, then an UPDATE;
+    its transactions exclude every other writer anyway.)
     """
-    rows = session.execute(
+    locked = (
         select(_contacts.c.id, _contacts.c.pending_mask)
         .where(_contacts.c.workspace_id == workspace_id, _contacts.c.pending_mask != 0)
         .order_by(_contacts.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
-    ).all()
-    taken = {contact_id: fields_of(mask) for contact_id, mask in rows}
-    for batch in batched(list(taken), BATCH_SIZE):
-        session.execute(
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        taken = locked.subquery("taken")
+        rows = session.execute(
             update(_contacts)
-            .where(_contacts.c.workspace_id == workspace_id, _contacts.c.id.in_(batch))
+            .where(_contacts.c.workspace_id == workspace_id, _contacts.c.id == taken.c.id)
             .values(pending_mask=0)
-        )
-    return taken
+            .returning(taken.c.id, taken.c.pending_mask)
+        ).all()
+    else:
+        rows = session.execute(locked).all()
+        for batch in batched([contact_id for contact_id, _ in rows], BATCH_SIZE):
+            session.execute(
+                update(_contacts)
+                .where(_contacts.c.workspace_id == workspace_id, _contacts.c.id.in_(batch))
+                .values(pending_mask=0)
+            )
+    return {contact_id: fields_of(mask) for contact_id, mask in sorted(rows)}
 
 
 def workspaces_with_pending(session: Session) -> list[str]:

@@ -6,19 +6,39 @@ The condition comes from the rules layer (``rule_to_sql``) as a boolean expressi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, Table, any_, delete, exists, func, literal, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    Table,
+    Text,
+    any_,
+    case,
+    column,
+    delete,
+    exists,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    union_all,
+)
+from sqlalchemy import cast as cast_
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .models import Contact, Membership
-from .queries import insert_for
+from .models import Contact, EventKind, Membership, MembershipEvent
+from .queries import NewEvent, add_memberships, append_events, insert_for, remove_memberships
 
 _contacts = cast(Table, Contact.__table__)
 _memberships = cast(Table, Membership.__table__)
+_events = cast(Table, MembershipEvent.__table__)
 
 
 def _id_range(column: Any, after: str | None, upto: str | None) -> list[ColumnElement[bool]]:
@@ -47,6 +67,58 @@ def _id_scope(
     return scope
 
 
+@dataclass(frozen=True)
+class EventStamp:
+    """What each event of one membership write carries besides its pair and kind."""
+
+    cause: str
+    occurred_at: float
+    rule_versions: Mapping[int, int]
+    """Segment id -> the rule version its events name."""
+
+
+def _event_rows(
+    workspace_id: str, pairs: Iterable[tuple[int, str]], kind: EventKind, stamp: EventStamp
+) -> list[NewEvent]:
+    return [
+        NewEvent(
+            workspace_id=workspace_id,
+            segment_id=segment_id,
+            contact_id=contact_id,
+            kind=kind.value,
+            cause=stamp.cause,
+            rule_version=stamp.rule_versions[segment_id],
+            occurred_at=stamp.occurred_at,
+        )
+        for segment_id, contact_id in pairs
+    ]
+
+
+def _append_events_sql(
+    workspace_id: str, changed: Any, stamp: EventStamp, order_by: Callable[[Any], list[ColumnElement[Any]]]
+) -> Any:
+    """PostgreSQL: ``INSERT INTO membership_events ... SELECT ... FROM changed ORDER BY ...`` as a
+    CTE, one event per row of ``changed`` (segment_id, contact_id, kind), each with a fresh
+    ``gen_random_uuid()`` id; ``seq`` follows the order (what :func:`queries.append_events`
+    gives a list sorted the same way)."""
+    version = case(
+        *((changed.c.segment_id == segment_id, literal(version)) for segment_id, version in stamp.rule_versions.items()),
+        else_=null(),
+    )
+    rows = select(
+        cast_(func.gen_random_uuid(), Text),
+        literal(workspace_id),
+        changed.c.segment_id,
+        changed.c.contact_id,
+        changed.c.kind,
+        literal(stamp.cause),
+        version,
+        literal(stamp.occurred_at),
+    ).order_by(*order_by(changed))
+    columns = ["event_id", "workspace_id", "segment_id", "contact_id", "kind", "cause", "rule_version", "occurred_at"]
+    return postgresql.insert(_events).from_select(columns, rows).cte("events")
+
+
 def reconcile_memberships(
     session: Session,
     *,
@@ -57,16 +129,20 @@ def reconcile_memberships(
     upto: str | None = None,
     contact_ids: Sequence[str] | None = None,
     since: float,
+    events: EventStamp | None = None,
 ) -> tuple[list[str], list[str]]:
     """Make the segment's members among contacts with ids in ``(after, upto]`` (and among
     ``contact_ids``, if given) exactly those matching ``condition``; return the contact ids that
-    entered and those that exited, each sorted.
+    entered and those that exited, each sorted.  With ``events``, also append an "entered" event
+    per contact that entered, then an "exited" one per contact that exited, each in contact id
+    order.
 
     entered = matches - members (``INSERT ... ON CONFLICT DO NOTHING RETURNING``), exited =
-    members - matches (``DELETE ... RETURNING``): only rows that really changed come back,
-    whatever runs concurrently.  On PostgreSQL both come from one statement, which finds the two
-    differences with a single full join of the matches and the members, so each side is read
-    once (see :func:`_reconcile_postgresql`); elsewhere two statements with ``NOT EXISTS``.
+    members - matches (``DELETE ... RETURNING``): only rows that really changed come back (and
+    get events), whatever runs concurrently.  On PostgreSQL all of it is one statement, which
+    finds the two differences with a single full join of the matches and the members, so each
+    side is read once (see :func:`_reconcile_postgresql`); elsewhere two statements with
+    ``NOT EXISTS``, and the events after them.
     """
     if session.get_bind().dialect.name == "postgresql":
         return _reconcile_postgresql(
@@ -76,6 +152,7 @@ def reconcile_memberships(
             condition=condition,
             scope=lambda column: _id_scope(session, column, after, upto, contact_ids),
             since=since,
+            events=events,
         )
     member = _memberships.c
     contact = _contacts.c
@@ -90,7 +167,7 @@ def reconcile_memberships(
         .on_conflict_do_nothing(index_elements=[member.segment_id, member.contact_id])
         .returning(member.contact_id)
     )
-    entered = session.scalars(insert).all()
+    entered = sorted(session.scalars(insert).all())
 
     still_matches = exists().where(
         contact.workspace_id == workspace_id, contact.id == member.contact_id, condition
@@ -100,8 +177,14 @@ def reconcile_memberships(
         .where(member.segment_id == segment_id, *_id_scope(session, member.contact_id, after, upto, contact_ids), ~still_matches)
         .returning(member.contact_id)
     )
-    exited = session.scalars(removal).all()
-    return sorted(entered), sorted(exited)
+    exited = sorted(session.scalars(removal).all())
+    if events is not None:
+        append_events(
+            session,
+            _event_rows(workspace_id, ((segment_id, c) for c in entered), EventKind.ENTERED, events)
+            + _event_rows(workspace_id, ((segment_id, c) for c in exited), EventKind.EXITED, events),
+        )
+    return entered, exited
 
 
 def _reconcile_postgresql(
@@ -112,31 +195,40 @@ def _reconcile_postgresql(
     condition: ColumnElement[bool],
     scope: Callable[[Any], list[ColumnElement[bool]]],
     since: float,
+    events: EventStamp | None,
 ) -> tuple[list[str], list[str]]:
-    """PostgreSQL: one statement, ``WITH diff AS (matches FULL JOIN members ...), entered AS
-    (INSERT ... RETURNING), exited AS (DELETE ... RETURNING) SELECT ...``.
+    """PostgreSQL: one statement, ``WITH diff AS (matches FULL JOIN members), entered AS
+    (INSERT ... RETURNING), exited AS (DELETE ... RETURNING)[, events AS (INSERT ...)] SELECT
+    array_agg(...), ...``.
 
-    The insert is tried first without ``ON CONFLICT`` (a plain insert costs about two thirds of
-    a speculative one), inside a savepoint; if a concurrent writer added one of the memberships
-    meanwhile, the unique violation rolls the savepoint back and the statement runs again with
-    ``ON CONFLICT DO NOTHING``, so the outcome is the same either way.
+    The delete finds its rows by key (``contact_id = ANY(ARRAY(SELECT ... FROM diff))``), an
+    index lookup whatever the planner guesses of the join's size.  The insert is tried first
+    without ``ON CONFLICT`` (a plain insert costs about two thirds of a speculative one), in a
+    savepoint; if a concurrent writer added one of the memberships meanwhile, the unique
+    violation rolls the savepoint back and the statement runs again with ``ON CONFLICT DO
+    NOTHING``: the outcome is the same either way.
     """
     member = _memberships.c
     contact = _contacts.c
     matches = (
-        select(contact.id.label("id")).where(contact.workspace_id == workspace_id, condition, *scope(contact.id)).subquery("matches")
+        select(contact.id.label("id"))
+        .where(contact.workspace_id == workspace_id, condition, *scope(contact.id))
+        .subquery("matches")
     )
-    members = select(member.contact_id.label("id")).where(member.segment_id == segment_id, *scope(member.contact_id)).subquery("members")
+    members = (
+        select(member.contact_id.label("id")).where(member.segment_id == segment_id, *scope(member.contact_id)).subquery("members")
+    )
     diff = (
         select(matches.c.id.label("matching"), members.c.id.label("member"))
         .select_from(matches.join(members, members.c.id == matches.c.id, full=True))
         .where(or_(matches.c.id.is_(None), members.c.id.is_(None)))
         .cte("diff")
     )
+    leaving = func.array(select(diff.c.member).where(diff.c.matching.is_(None)).scalar_subquery())
     removal = (
         delete(_memberships)
-        .where(member.segment_id == segment_id, member.contact_id.in_(select(diff.c.member).where(diff.c.matching.is_(None))))
-        .returning(member.contact_id)
+        .where(member.segment_id == segment_id, member.contact_id == any_(leaving))
+        .returning(member.segment_id, member.contact_id)
         .cte("exited")
     )
 
@@ -147,17 +239,123 @@ def _reconcile_postgresql(
         )
         if on_conflict:
             insert = insert.on_conflict_do_nothing(index_elements=[member.segment_id, member.contact_id])
-        entered = insert.returning(member.contact_id).cte("entered")
-        return select(literal(True).label("entered"), entered.c.contact_id).union_all(
-            select(literal(False), removal.c.contact_id)
+        entered = insert.returning(member.segment_id, member.contact_id).cte("entered")
+        result = select(  # two arrays in one row: no per-row objects for a first build's many entries
+            select(func.array_agg(entered.c.contact_id)).scalar_subquery(),
+            select(func.array_agg(removal.c.contact_id)).scalar_subquery(),
         )
+        if events is not None:
+            changed = union_all(
+                select(entered.c.segment_id, entered.c.contact_id, literal(EventKind.ENTERED.value).label("kind"), literal(0).label("rank")),
+                select(removal.c.segment_id, removal.c.contact_id, literal(EventKind.EXITED.value), literal(1)),
+            ).subquery("changed")
+            result = result.add_cte(
+                _append_events_sql(
+                    workspace_id, changed, events, lambda c: [c.c.rank, c.c.contact_id.collate("C")]
+                )
+            )
+        return result
 
     try:
         with session.begin_nested():
-            rows = session.execute(statement(on_conflict=False)).all()
+            entered, exited = session.execute(statement(on_conflict=False)).one()
     except IntegrityError:
-        rows = session.execute(statement(on_conflict=True)).all()
-    return sorted(c for entered, c in rows if entered), sorted(c for entered, c in rows if not entered)
+        entered, exited = session.execute(statement(on_conflict=True)).one()
+    return sorted(entered or ()), sorted(exited or ())
+
+
+DIFF_CHUNK = 5000
+"""Pairs per statement in :func:`write_membership_diff` (PostgreSQL)."""
+
+
+def write_membership_diff(
+    session: Session,
+    workspace_id: str,
+    to_enter: Iterable[tuple[int, str]],
+    to_exit: Iterable[tuple[int, str]],
+    *,
+    since: float,
+    events: EventStamp,
+) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """Add the ``to_enter`` memberships and remove the ``to_exit`` ones, with one event per pair
+    that really changed, in contact id order (then segment id); return the ``(segment_id,
+    contact_id)`` pairs that entered and those that exited, each sorted.
+
+    Elsewhere this is :func:`queries.add_memberships`, :func:`queries.remove_memberships` and
+    :func:`queries.append_events`.  On PostgreSQL it is one statement per chunk of pairs (whole
+    contacts, in contact id order, so events stay in order across chunks), which builds the
+    events from the ``RETURNING`` rows itself.
+    """
+    enter, leave = set(to_enter), set(to_exit)
+    if session.get_bind().dialect.name != "postgresql":
+        entered = add_memberships(session, workspace_id, enter, since=since)
+        exited = remove_memberships(session, leave)
+        rows = _event_rows(workspace_id, entered, EventKind.ENTERED, events) + _event_rows(workspace_id, exited, EventKind.EXITED, events)
+        append_events(session, sorted(rows, key=lambda e: (e["contact_id"], e["segment_id"])))
+        return sorted(entered), sorted(exited)
+    entered, exited = [], []
+    by_contact = sorted([(c, s, True) for s, c in enter] + [(c, s, False) for s, c in leave])
+    start = 0
+    while start < len(by_contact):
+        end = min(start + DIFF_CHUNK, len(by_contact))
+        while end < len(by_contact) and by_contact[end][0] == by_contact[end - 1][0]:
+            end += 1  # a contact's pairs stay in one chunk
+        chunk = by_contact[start:end]
+        adding = sorted((s, c) for c, s, entering in chunk if entering)  # one lock order for all callers
+        removing = sorted((s, c) for c, s, entering in chunk if not entering)
+        added, removed = _write_diff_postgresql(session, workspace_id, adding, removing, since=since, events=events)
+        entered += added
+        exited += removed
+        start = end
+    return sorted(entered), sorted(exited)
+
+
+def _pairs_table(pairs: Sequence[tuple[int, str]], name: str) -> Any:
+    """PostgreSQL: ``pairs`` as a table (segment_id, contact_id), from one JSONB parameter, in order."""
+    document = literal([{"segment_id": s, "contact_id": c} for s, c in pairs], postgresql.JSONB)
+    return (
+        func.jsonb_to_recordset(document)
+        .table_valued(column("segment_id", Integer), column("contact_id", Text))
+        .render_derived(name, with_types=True)
+    )
+
+
+def _write_diff_postgresql(
+    session: Session,
+    workspace_id: str,
+    adding: Sequence[tuple[int, str]],
+    removing: Sequence[tuple[int, str]],
+    *,
+    since: float,
+    events: EventStamp,
+) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    member = _memberships.c
+    given_in, given_out = _pairs_table(adding, "entering"), _pairs_table(removing, "leaving")
+    entered = (
+        postgresql.insert(_memberships)
+        .from_select(
+            ["segment_id", "contact_id", "workspace_id", "since"],
+            select(given_in.c.segment_id, given_in.c.contact_id, literal(workspace_id), literal(since)),
+        )
+        .on_conflict_do_nothing(index_elements=[member.segment_id, member.contact_id])
+        .returning(member.segment_id, member.contact_id)
+        .cte("entered")
+    )
+    exited = (
+        delete(_memberships)
+        .where(member.segment_id == given_out.c.segment_id, member.contact_id == given_out.c.contact_id)
+        .returning(member.segment_id, member.contact_id)
+        .cte("exited")
+    )
+    changed = union_all(
+        select(entered.c.segment_id, entered.c.contact_id, literal(EventKind.ENTERED.value).label("kind")),
+        select(exited.c.segment_id, exited.c.contact_id, literal(EventKind.EXITED.value)),
+    ).subquery("changed")
+    ins = select(func.array_agg(entered.c.segment_id).label("s"), func.array_agg(entered.c.contact_id).label("c")).subquery()
+    outs = select(func.array_agg(exited.c.segment_id).label("s"), func.array_agg(exited.c.contact_id).label("c")).subquery()
+    statement = select(ins.c.s, ins.c.c, outs.c.s, outs.c.c).add_cte(_append_events_sql(workspace_id, changed, events, lambda c: [c.c.contact_id.collate("C"), c.c.segment_id]))
+    in_segments, in_contacts, out_segments, out_contacts = session.execute(statement).one()
+    return list(zip(in_segments or (), in_contacts or (), strict=True)), list(zip(out_segments or (), out_contacts or (), strict=True))
 
 
 def membership_differences(

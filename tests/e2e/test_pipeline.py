@@ -17,8 +17,7 @@ from contact_segments import service
 from contact_segments.rules import apply
 from contact_segments.storage import Contact, Membership, MembershipEvent
 from tests.support.reference_host import FAILURES_ENV
-
-from .conftest import Pipeline, wait_for
+from tests.support.workers import Pipeline, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(300)]
 

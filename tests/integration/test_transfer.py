@@ -23,13 +23,12 @@ from contact_segments import cli
 from contact_segments.rules.transfer import FORMAT_VERSION, dump_export, format_instant
 from contact_segments.service import (
     Command,
-    DuplicateName,
     InlineDispatcher,
     InvalidInput,
     LimitReached,
     NotFound,
-    RebuildSegment,
     RuleInput,
+    SegmentsError,
     UnitOfWork,
     create_segment,
     create_workspace,
@@ -38,14 +37,21 @@ from contact_segments.service import (
     export_segments,
     import_segments,
     list_segments,
-    rename_segment,
     render_export,
     upsert_contacts,
 )
-from contact_segments.service import segments as segments_module
 from contact_segments.service import transfer as transfer_module
 from contact_segments.service.commands import SegmentChanged
-from contact_segments.storage import Base, Membership, MembershipEvent, Segment, Workspace
+from contact_segments.storage import (
+    Base,
+    Contact,
+    Membership,
+    MembershipEvent,
+    Segment,
+    Workspace,
+    load_contact_views,
+)
+from tests.support.jsoracle import require_oracle
 
 NOW = 1_780_000_000.0  # 2026-05-28T20:26:40Z
 DAY = 86_400
@@ -69,7 +75,12 @@ COMPLEX = {
                 {"<": [{"var": "last_incoming_message_at"}, {"-": [{"var": "now"}, 30 * DAY]}]},
             ]
         },
-        {"and": [{"!": [{"missing": ["custom_fields.orders"]}]}, {"<=": [1, {"var": "custom_fields.orders"}, 10]}]},
+        {
+            "and": [
+                {"!": [{"missing": ["custom_fields.orders"]}]},
+                {"<=": [1, {"var": "custom_fields.orders"}, 10]},
+            ]
+        },
     ]
 }
 ADVANCED = {"if": [{"var": "email"}, {"!!": [{"var": "phone"}]}, False]}
@@ -146,17 +157,30 @@ def contacts(count: int, seed: int = 3) -> list[dict[str, Any]]:
     return result
 
 
-def workspace_with_segments(uow: UnitOfWork, workspace_id: str, *, timezone: str = "Asia/Kuala_Lumpur") -> None:
+def workspace_with_segments(
+    uow: UnitOfWork, workspace_id: str, *, timezone: str = "Asia/Kuala_Lumpur"
+) -> None:
     """The five defaults (one edited), and segments of every kind: conditions with a date, a
     complex rule, an advanced rule, a Unicode name with a description."""
     create_workspace(uow, workspace_id, timezone=timezone, now=NOW)
     upsert_contacts(uow, workspace_id, contacts(60), now=NOW)
     views = {view.name: view for view in list_segments(uow, workspace_id)}
     edit_segment(
-        uow, workspace_id, views["Country known"].id, rule=RuleInput(rule={"in": [{"var": "country"}, ["MY", "SG"]]}), now=NOW
+        uow,
+        workspace_id,
+        views["Country known"].id,
+        rule=RuleInput(rule={"in": [{"var": "country"}, ["MY", "SG"]]}),
+        now=NOW,
     )
     create_segment(uow, workspace_id, name="Malaysian VIPs", rule=RuleInput(rule=MALAYSIA_VIP), now=NOW)
-    create_segment(uow, workspace_id, name="Complex", rule=RuleInput(rule=COMPLEX), now=NOW, description="five conditions")
+    create_segment(
+        uow,
+        workspace_id,
+        name="Complex",
+        rule=RuleInput(rule=COMPLEX),
+        now=NOW,
+        description="five conditions",
+    )
     create_segment(uow, workspace_id, name="Advanced", rule=RuleInput(rule=ADVANCED), now=NOW)
     create_segment(
         uow,
@@ -191,7 +215,9 @@ def events_count(engine: Engine) -> int:
 
 def segment_ids(engine: Engine, workspace_id: str) -> dict[str, int]:
     with engine.connect() as connection:
-        rows = connection.execute(select(Segment.name, Segment.id).where(Segment.workspace_id == workspace_id))
+        rows = connection.execute(
+            select(Segment.name, Segment.id).where(Segment.workspace_id == workspace_id)
+        )
         return dict(rows.tuples().all())
 
 
@@ -222,7 +248,9 @@ def test_export_is_stable_complete_and_has_no_memberships(uow: UnitOfWork, engin
     assert render_export(export_segments(uow, A, now=NOW)) == text  # byte-identical
     later = render_export(export_segments(uow, A, now=NOW + 3600.5))
     changed = [(a, b) for a, b in zip(text.splitlines(), later.splitlines(), strict=True) if a != b]
-    assert changed == [('  "exported_at": "2026-05-28T20:26:40Z",', '  "exported_at": "2026-05-28T21:26:40Z",')]
+    assert changed == [
+        ('  "exported_at": "2026-05-28T20:26:40Z",', '  "exported_at": "2026-05-28T21:26:40Z",')
+    ]
 
 
 def test_export_orders_by_name_key_then_id_and_selects(uow: UnitOfWork, engine: Engine) -> None:
@@ -292,12 +320,40 @@ def test_round_trip_with_contacts_gives_the_same_members(uow: UnitOfWork, engine
         ids = segment_ids(engine, workspace_id)
         with engine.connect() as connection:
             return {
-                name: set(connection.scalars(select(Membership.contact_id).where(Membership.segment_id == ident)))
+                name: set(
+                    connection.scalars(select(Membership.contact_id).where(Membership.segment_id == ident))
+                )
                 for name, ident in ids.items()
             }
 
     assert members(A) == members(B)
     assert any(members(A).values())
+
+
+def test_exported_rules_mean_the_same_in_json_logic_js(uow: UnitOfWork, engine: Engine) -> None:
+    """Portability: each exported rule, run by json-logic-js over the evaluation views of the
+    stored contacts (epoch-second timestamps, ``now``), selects exactly the segment's members."""
+    workspace_with_segments(uow, A)
+    document = json.loads(render_export(export_segments(uow, A, now=NOW)))
+    ids = segment_ids(engine, A)
+    with uow:
+        contact_ids = uow.session.scalars(select(Contact.id).where(Contact.workspace_id == A)).all()
+        views = list(load_contact_views(uow.session, A, contact_ids).values())
+        members = {
+            name: set(
+                uow.session.scalars(select(Membership.contact_id).where(Membership.segment_id == ident))
+            )
+            for name, ident in ids.items()
+        }
+    cases = [(item["rule"], {**view, "now": NOW}) for item in document["segments"] for view in views]
+    with require_oracle() as js:
+        results = js.evaluate([({"!!": [rule]}, data) for rule, data in cases])
+    assert not any(result.raised for result in results)
+    for index, item in enumerate(document["segments"]):
+        chosen = results[index * len(views) : (index + 1) * len(views)]
+        matched = {view["id"] for view, result in zip(views, chosen, strict=True) if result.value is True}
+        assert matched == members[item["name"]], item["name"]
+    assert any(members.values())
 
 
 def test_importing_the_same_file_twice_with_skip_changes_nothing(
@@ -337,7 +393,9 @@ def test_the_defaults_export_replaced_into_a_workspace_that_has_them_changes_not
 # --------------------------------------------------------------------------- conflicts
 
 
-def file_of(*items: tuple[str, Any], workspace_id: str = "elsewhere", description: str = "") -> dict[str, Any]:
+def file_of(
+    *items: tuple[str, Any], workspace_id: str = "elsewhere", description: str = ""
+) -> dict[str, Any]:
     return {
         "format": "contact-segments/export",
         "format_version": 1,
@@ -382,7 +440,9 @@ def test_replace_keeps_the_id_and_sends_events_for_the_change(
     (outcome,) = preview.segments
     assert (outcome.action, outcome.segment_id, outcome.changed) == ("replaced", vip.id, True)
     with session_factory() as session:
-        before_members = set(session.scalars(select(Membership.contact_id).where(Membership.segment_id == vip.id)))
+        before_members = set(
+            session.scalars(select(Membership.contact_id).where(Membership.segment_id == vip.id))
+        )
     events = events_count(engine)
 
     report = import_segments(uow, A, document, on_conflict="replace", now=NOW)
@@ -392,7 +452,9 @@ def test_replace_keeps_the_id_and_sends_events_for_the_change(
         assert segment is not None
         assert (segment.name, segment.rule, segment.rule_version) == ("VIP", MALAYSIA_VIP, 2)
         assert segment.description == "Malaysians only"
-        after_members = set(session.scalars(select(Membership.contact_id).where(Membership.segment_id == vip.id)))
+        after_members = set(
+            session.scalars(select(Membership.contact_id).where(Membership.segment_id == vip.id))
+        )
         new_events = session.execute(
             select(MembershipEvent.kind, MembershipEvent.cause).where(MembershipEvent.seq > events)
         ).all()
@@ -412,7 +474,11 @@ def test_a_description_change_alone_is_written_without_events(
     vip = create_segment(uow, A, name="VIP", rule=RuleInput(rule={"in": ["vip", {"var": "tags"}]}), now=NOW)
     commands = len(recorder.commands)
     report = import_segments(
-        uow, A, file_of(("VIP", {"in": ["vip", {"var": "tags"}]}), description="new words"), on_conflict="replace", now=NOW
+        uow,
+        A,
+        file_of(("VIP", {"in": ["vip", {"var": "tags"}]}), description="new words"),
+        on_conflict="replace",
+        now=NOW,
     )
     assert report.segments[0].changed is True
     with session_factory() as session:
@@ -429,7 +495,9 @@ def test_a_dry_run_writes_nothing_and_predicts_member_counts(
 ) -> None:
     create_workspace(uow, A, now=NOW)
     upsert_contacts(uow, A, contacts(80), now=NOW)
-    document = file_of(("Malaysian VIPs", MALAYSIA_VIP), ("Complex", COMPLEX), ("Country known", {"!": [{"var": "country"}]}))
+    document = file_of(
+        ("Malaysian VIPs", MALAYSIA_VIP), ("Complex", COMPLEX), ("Country known", {"!": [{"var": "country"}]})
+    )
     before, commands = dump(engine), len(recorder.commands)
     for on_conflict in ("skip", "rename", "replace"):
         preview = import_segments(uow, A, document, on_conflict=on_conflict, dry_run=True, now=NOW)  # type: ignore[arg-type]
@@ -472,22 +540,21 @@ def test_a_failure_midway_writes_nothing(
 ) -> None:
     create_workspace(uow, A, now=NOW)
     create_segment(uow, A, name="VIP", rule=RuleInput(rule=True), now=NOW)
+    create_segment(uow, A, name="Taken", rule=RuleInput(rule=True), now=NOW)
     before, commands = dump(engine), len(recorder.commands)
-    real = segments_module._insert_segment
-    calls = []
+    real = transfer_module._plan
 
-    def failing(*args: Any, **kwargs: Any) -> Any:
-        calls.append(args[2])
-        if len(calls) == 3:
-            raise DuplicateName(args[2])  # e.g. a concurrent creation took the name
-        return real(*args, **kwargs)
+    def stale_plan(*args: Any, **kwargs: Any) -> Any:
+        # As if another request had created "Taken" between the plan and the writes.
+        plan = real(*args, **kwargs)
+        plan[3].name = "Taken"
+        return plan
 
-    monkeypatch.setattr(transfer_module, "_insert_segment", failing)
+    monkeypatch.setattr(transfer_module, "_plan", stale_plan)
     document = file_of(("One", True), ("VIP", MALAYSIA_VIP), ("Two", True), ("Three", True))
-    with pytest.raises(DuplicateName):
+    with pytest.raises(SegmentsError, match="nothing was imported; import again"):
         import_segments(uow, A, document, on_conflict="replace", now=NOW)
-    assert calls == ["One", "Two", "Three"]  # "VIP" was replaced in between
-    assert dump(engine) == before
+    assert dump(engine) == before  # neither the creations nor the replacement of "VIP"
     assert len(recorder.commands) == commands
 
 
@@ -533,7 +600,9 @@ def test_cli_export_validate_import(run: Any, uow: UnitOfWork, engine: Engine, t
 
     result = run("export", "-w", A, "-o", str(path))
     assert result.exit_code == 0, result.output
-    assert result.stdout == f"exported 9 segments of workspace {A} to {path} ({path.stat().st_size:,} bytes)\n"
+    assert (
+        result.stdout == f"exported 9 segments of workspace {A} to {path} ({path.stat().st_size:,} bytes)\n"
+    )
     stdout = run("export", "-w", A).stdout_bytes
     assert stdout == path.read_bytes()  # byte-identical
     summary = json.loads(run("--json", "export", "-w", A, "-o", str(tmp_path / "b.json")).stdout)
@@ -563,7 +632,9 @@ def test_cli_export_validate_import(run: Any, uow: UnitOfWork, engine: Engine, t
     assert 'created   "Complex": 0 members' in lines
     assert 'renamed   "Country known" as "Country known (2)": 0 members' in lines
     assert lines[-1] == "dry run, nothing was written: 4 created, 5 renamed, 0 replaced, 0 skipped"
-    preview = json.loads(run("--json", "import", "-w", B, str(path), "--dry-run", "--on-conflict", "replace").stdout)
+    preview = json.loads(
+        run("--json", "import", "-w", B, str(path), "--dry-run", "--on-conflict", "replace").stdout
+    )
     assert preview["dry_run"] is True and preview["counts"]["replaced"] == 5
     changed = [s for s in preview["segments"] if s["action"] == "replaced" and s["changed"]]
     assert [(s["name"], s["would_enter"], s["would_exit"]) for s in changed] == [("Country known", 0, 0)]
@@ -571,8 +642,14 @@ def test_cli_export_validate_import(run: Any, uow: UnitOfWork, engine: Engine, t
 
     result = run("import", "-w", B, str(path), "--on-conflict", "replace")
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[-1] == f"imported into workspace {B}: 4 created, 0 renamed, 5 replaced, 0 skipped"
-    assert f'replaced  "Country known": segment {segment_ids(engine, B)["Country known"]}, rule replaced' in result.stdout
+    assert (
+        result.stdout.splitlines()[-1]
+        == f"imported into workspace {B}: 4 created, 0 renamed, 5 replaced, 0 skipped"
+    )
+    assert f'replaced  "Country known": segment {segment_ids(engine, B)["Country known"]}\n' in result.stdout
+    assert f'replaced  "Language known": segment {segment_ids(engine, B)["Language known"]}, unchanged\n' in (
+        result.stdout
+    )
     report = json.loads(run("--json", "import", "-w", B, str(path)).stdout)
     assert report["counts"] == {"created": 0, "renamed": 0, "replaced": 0, "skipped": 9}
     assert report["segments"][0]["segment_id"] == segment_ids(engine, B)[report["segments"][0]["name"]]
@@ -583,10 +660,14 @@ def test_cli_segment_edit_dry_run_previews_enter_and_exit(run: Any, uow: UnitOfW
     upsert_contacts(uow, A, contacts(50), now=NOW)
     vip = create_segment(uow, A, name="VIP", rule=RuleInput(rule={"in": ["vip", {"var": "tags"}]}), now=NOW)
     before = dump(engine)
-    result = run("--json", "segment", "edit", "-w", A, str(vip.id), "--rule", json.dumps(MALAYSIA_VIP), "--dry-run")
+    result = run(
+        "--json", "segment", "edit", "-w", A, str(vip.id), "--rule", json.dumps(MALAYSIA_VIP), "--dry-run"
+    )
     preview = json.loads(result.stdout)
     assert preview["would_exit"] > 0 and preview["would_enter"] == 0
-    text = run("segment", "edit", "-w", A, str(vip.id), "--rule", json.dumps(MALAYSIA_VIP), "--dry-run").stdout
+    text = run(
+        "segment", "edit", "-w", A, str(vip.id), "--rule", json.dumps(MALAYSIA_VIP), "--dry-run"
+    ).stdout
     assert text == (
         f"+{preview['would_enter']:,} would enter, -{preview['would_exit']:,} would exit "
         f"({preview['member_count']:,} members)\n"
@@ -620,20 +701,48 @@ BAD_INPUT: dict[str, tuple[Any, str, str]] = {
     "not UTF-8": (b"\xff\xfe\x00{", "$", "not JSON: not UTF-8 text"),
     "a list": (b"[1, 2, 3]", "$", "not an export: expected a JSON object"),
     "a bare rule": (json.dumps(MALAYSIA_VIP).encode(), "$", "not a contact-segments export"),
-    "newer format": (mutated(lambda d: d.update(format_version=2)), "format_version", "newer than this contact-segments"),
-    "missing envelope field": (mutated(lambda d: d.pop("exported_at")), "exported_at", "required field is missing"),
-    "missing workspace field": (mutated(lambda d: d["workspace"].pop("timezone")), "workspace.timezone", "required field is missing"),
-    "missing segment field": (mutated(lambda d: d["segments"][1].pop("is_default")), "segments[1].is_default", "required field is missing"),
+    "newer format": (
+        mutated(lambda d: d.update(format_version=2)),
+        "format_version",
+        "newer than this contact-segments",
+    ),
+    "missing envelope field": (
+        mutated(lambda d: d.pop("exported_at")),
+        "exported_at",
+        "required field is missing",
+    ),
+    "missing workspace field": (
+        mutated(lambda d: d["workspace"].pop("timezone")),
+        "workspace.timezone",
+        "required field is missing",
+    ),
+    "missing segment field": (
+        mutated(lambda d: d["segments"][1].pop("is_default")),
+        "segments[1].is_default",
+        "required field is missing",
+    ),
     "unknown envelope field": (mutated(lambda d: d.update(memberships=[])), "memberships", "unknown field"),
-    "unknown workspace field": (mutated(lambda d: d["workspace"].update(name="A")), "workspace.name", "unknown field"),
-    "unknown segment field": (mutated(lambda d: d["segments"][0].update(member_count=3)), "segments[0].member_count", "unknown field"),
+    "unknown workspace field": (
+        mutated(lambda d: d["workspace"].update(name="A")),
+        "workspace.name",
+        "unknown field",
+    ),
+    "unknown segment field": (
+        mutated(lambda d: d["segments"][0].update(member_count=3)),
+        "segments[0].member_count",
+        "unknown field",
+    ),
     "rule with an unknown field": (
         mutated(lambda d: d["segments"][1].update(rule={"and": [MALAYSIA_VIP, {"!!": [{"var": "contry"}]}]})),
         "segments[1].rule.and[1].!![0].var",
         "unknown field 'contry'",
     ),
     "rule with an unknown operator": (
-        mutated(lambda d: d["segments"][0].update(rule={"and": [MALAYSIA_VIP, {"regex": ["x", {"var": "email"}]}]})),
+        mutated(
+            lambda d: d["segments"][0].update(
+                rule={"and": [MALAYSIA_VIP, {"regex": ["x", {"var": "email"}]}]}
+            )
+        ),
         "segments[0].rule.and[1].regex",
         "unknown operator 'regex'",
     ),
@@ -642,9 +751,17 @@ BAD_INPUT: dict[str, tuple[Any, str, str]] = {
         "segments[0].rule.==[1]",
         "a list of values can only be the second argument of 'in'",
     ),
-    "rule too deep": (mutated(lambda d: d["segments"][0].update(rule=deep_rule(40))), "segments[0].rule", "nested too deeply"),
+    "rule too deep": (
+        mutated(lambda d: d["segments"][0].update(rule=deep_rule(40))),
+        "segments[0].rule",
+        "nested too deeply",
+    ),
     "rule too large": (
-        mutated(lambda d: d["segments"][0].update(rule={"or": [{"===": [{"var": "email"}, f"p{i}@x.io"]} for i in range(3000)]})),
+        mutated(
+            lambda d: d["segments"][0].update(
+                rule={"or": [{"===": [{"var": "email"}, f"p{i}@x.io"]} for i in range(3000)]}
+            )
+        ),
         "segments[0].rule",
         "too large",
     ),
@@ -736,3 +853,17 @@ def test_cli_usage_errors(run: Any, uow: UnitOfWork, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "merge" in result.stderr
     result = run("export", "-w", "nowhere")
     assert result.exit_code == 2 and "no workspace 'nowhere'" in result.stderr
+
+
+def test_cli_validate_never_opens_a_database(tmp_path: Path) -> None:
+    file = tmp_path / "export.json"
+    file.write_text(json.dumps(good_document()))
+    unreachable = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'segments.db'}"
+    result = CliRunner().invoke(
+        cli.main, ["--db", unreachable, "validate", str(file)], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    assert "a valid export of 2 segments" in result.stdout
+    assert not (tmp_path / "no").exists()
+    result = CliRunner().invoke(cli.main, ["--db", unreachable, "import", "-w", A, str(file)])
+    assert result.exit_code == 2 and "cannot open the database" in result.stderr

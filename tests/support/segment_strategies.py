@@ -105,6 +105,15 @@ time_numbers: SearchStrategy[int | float] = st.one_of(
 # ----------------------------------------------------------------------------- rules
 
 
+def _choose(*options: SearchStrategy[Any]) -> SearchStrategy[Any]:
+    """One of ``options``, each as likely (list one twice to double its weight).
+
+    ``st.one_of`` flattens the ``one_of``s nested in it and picks among all their branches, which
+    would let the option with the most alternatives crowd out the others.
+    """
+    return st.sampled_from(options).flatmap(lambda option: option)
+
+
 def _var(names: SearchStrategy[str], default: SearchStrategy[Any] | None = None) -> SearchStrategy[Any]:
     """``{"var": name}``, or one of the list forms that validation normalises."""
     forms = [
@@ -146,7 +155,7 @@ def _either_side(field: SearchStrategy[Any], other: SearchStrategy[Any]) -> Sear
 
 def _equalities() -> SearchStrategy[Any]:
     operator = st.sampled_from(["==", "===", "!=", "!=="])
-    pairs = st.one_of(
+    pairs = _choose(
         _either_side(string_vars, st.one_of(st.none(), strings)),
         _either_side(timestamp_vars, st.one_of(st.none(), time_numbers)),
         _either_side(custom_vars, custom_literals),
@@ -160,7 +169,7 @@ def _orderings() -> SearchStrategy[Any]:
     between = st.sampled_from(["<", "<="])
     timestamp_pair = _either_side(timestamp_vars, time_points)
     custom_pair = _either_side(custom_vars, numbers)
-    return st.one_of(
+    return _choose(
         st.tuples(operator, timestamp_pair).map(lambda t: {t[0]: t[1]}),
         st.tuples(operator, timestamp_pair).map(lambda t: {t[0]: t[1]}),
         st.tuples(operator, custom_pair).map(lambda t: {t[0]: t[1]}),
@@ -179,12 +188,12 @@ def _memberships() -> SearchStrategy[Any]:
         st.tuples(string_vars, string_choices).map(lambda t: {"in": list(t)}),
         st.tuples(custom_vars, custom_choices).map(lambda t: {"in": list(t)}),
     )
-    return st.one_of(in_list, substring, substring, field_in_list, field_in_list)
+    return _choose(in_list, substring, substring, field_in_list, field_in_list)
 
 
 def _missing() -> SearchStrategy[Any]:
     names = st.lists(any_names, min_size=1, max_size=3)
-    return st.one_of(
+    return _choose(
         names.map(lambda keys: {"missing": keys}),
         names.map(lambda keys: {"missing": [keys]}),  # the list form
         any_names.map(lambda key: {"missing": key}),  # the unary shorthand
@@ -202,16 +211,19 @@ def _missing_some(draw: st.DrawFn) -> Any:
 @cache
 def leaf_conditions() -> SearchStrategy[Any]:
     """One condition without connectives: a comparison, an ``in``, a ``missing``, a truth test."""
-    return st.one_of(
-        _equalities(),
-        _equalities(),
-        _orderings(),
-        _orderings(),
-        _memberships(),
-        _memberships(),
-        _missing(),
-        any_vars,  # truthiness
+    return _choose(
         st.booleans(),
+        any_vars,  # truthiness
+        any_vars,
+        _missing(),
+        _memberships(),
+        _memberships(),
+        _equalities(),
+        _equalities(),
+        _equalities(),
+        _orderings(),
+        _orderings(),
+        _orderings(),
     )
 
 
@@ -232,7 +244,8 @@ def raw_segment_rules(depth: int = 3) -> SearchStrategy[Any]:
         return leaf_conditions()
     child = raw_segment_rules(depth - 1)
     return st.deferred(
-        lambda: st.one_of(
+        lambda: _choose(
+            leaf_conditions(),
             leaf_conditions(),
             leaf_conditions(),
             _connective("!", st.lists(child, min_size=1, max_size=1)),

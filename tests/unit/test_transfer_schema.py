@@ -420,7 +420,9 @@ def test_conditions_nested_too_deeply() -> None:
     for _ in range(40):
         conditions = {"op": "and", "conditions": [conditions]}
     found = problems(export(segment(conditions=conditions)))
-    assert found == {"segments[0].conditions": "the conditions are nested too deeply: more than 66 levels"}
+    assert found == {
+        "segments[0].conditions": "the condition group is nested too deeply: more than 32 levels of arrays and objects"
+    }
 
 
 def test_every_problem_at_once_in_document_order() -> None:
@@ -542,3 +544,35 @@ def test_structural_problems_fail_both_checks(mutate: Any, validator: Any) -> No
 def test_schema_generation_is_stable() -> None:
     assert export_json_schema() == export_json_schema()
     assert export_json_schema_text() == export_json_schema_text()
+
+
+def test_odd_unknown_keys_are_echoed_escaped_and_short() -> None:
+    document = export()
+    document["x" * 10_000] = 1
+    document["segments"][0]["\x1b[31mred"] = 2
+    found = problems(document)
+    assert found == {
+        "$['" + "x" * 40 + "…]": "unknown field",
+        "segments[0]['\\x1b[31mred']": "unknown field",
+    }
+
+
+def test_many_unknown_fields_are_one_problem_each_few_then_a_count() -> None:
+    document = export()
+    document["segments"][0] |= {f"f{i}": i for i in range(100_000)}
+    document["workspace"] |= {f"w{i}": i for i in range(20)}
+    found = problems(document)
+    assert [path for path in found if path.startswith("workspace.")] == [f"workspace.w{i}" for i in range(10)]
+    assert found["workspace"] == "10 more unknown fields"
+    assert [path for path in found if path.startswith("segments[0].")] == [
+        f"segments[0].f{i}" for i in range(10)
+    ]
+    assert found["segments[0]"] == "99,990 more unknown fields"
+
+
+def test_at_most_100_problems_are_listed_then_how_many_more() -> None:
+    items = [segment(f"S{i}", rule={"nope": i}, conditions=None) for i in range(150)]
+    found = problems(export(*items))
+    assert len(found) == 101
+    assert list(found)[:3] == ["segments[0].rule.nope", "segments[1].rule.nope", "segments[2].rule.nope"]
+    assert list(found.items())[-1] == ("…", "and 50 more problems")

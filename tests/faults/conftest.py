@@ -1,0 +1,30 @@
+"""Fixtures of the fault tests: a Celery pipeline on PostgreSQL whose workers the tests kill,
+and the configuration that says how hard they push (see :class:`.harness.FaultConfig`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.workers import Pipeline, open_pipeline
+
+from .harness import FAULT_BROKER_DB, FaultConfig
+
+POSTGRESQL_ONLY = pytest.mark.parametrize(
+    "backend", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+
+
+@pytest.fixture
+def fault_config() -> FaultConfig:
+    return FaultConfig.from_env()
+
+
+@pytest.fixture
+def fault_pipeline(backend: str, db_url: str, redis_url: str, tmp_path: Path) -> Iterator[Pipeline]:
+    """Workers on this test's PostgreSQL schema and the fault tests' Redis database."""
+    assert backend == "postgresql", "the fault pipeline runs on PostgreSQL"
+    with open_pipeline(db_url, redis_url, tmp_path, broker_db=FAULT_BROKER_DB) as pipeline:
+        yield pipeline
