@@ -37,6 +37,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from contact_segments.rules.catalog import STRING_FIELDS, STRING_LIST_FIELDS, TIMESTAMP_FIELDS
+
 MAX_SEGMENTS_PER_WORKSPACE = 500
 """The per-workspace segment limit, enforced by a CHECK on ``workspaces.segment_count``."""
 
@@ -173,31 +175,14 @@ class Contact(Base):
     :data:`TRACKED_FIELDS` (0: nothing pending). See :mod:`.pending_changes`."""
 
 
-CONTACT_VIEW_FIELDS: tuple[str, ...] = (
-    "id",
-    "first_name",
-    "last_name",
-    "email",
-    "phone",
-    "country",
-    "language",
-    "lifecycle",
-    "assignee",
-    "conversation_status",
-    "last_interacted_channel",
-    "channels",
-    "tags",
-    "created_at",
-    "last_incoming_message_at",
-    "last_outgoing_message_at",
-    "custom_fields",
-)
+CONTACT_VIEW_FIELDS: tuple[str, ...] = ("id", *STRING_FIELDS, *STRING_LIST_FIELDS, *TIMESTAMP_FIELDS, "custom_fields")
 """The fields of the contact evaluation view (``now`` aside), each a column of ``contacts``."""
 
 
 TRACKED_FIELDS: tuple[str, ...] = tuple(name for name in CONTACT_VIEW_FIELDS if name != "id")
 """The fields whose changes are tracked as pending, bit ``i`` standing for ``TRACKED_FIELDS[i]``
-(``custom_fields`` for a change to any custom field)."""
+(``custom_fields`` for a change to any custom field).  Stored masks depend on this order, so a
+migration that changes it must also mark every contact with pending changes as all-pending."""
 
 ALL_PENDING = (1 << len(TRACKED_FIELDS)) - 1
 """Every tracked field pending: a new contact."""
