@@ -28,6 +28,7 @@ from . import service
 from .rules import jsontext
 from .service import RuleInput, SegmentsError, UnitOfWork
 from .service.settings import BROKER_URL_ENV, Settings
+from .service.snapshots import MAX_VALUES as MAX_SNAPSHOT_VALUES
 from .storage import EventCause, make_engine, make_session_factory
 from .storage.schema import current_revision, head_revision, migrate
 from .tasks import create_celery_app, dispatcher_from_env
@@ -145,13 +146,16 @@ def read_json_argument(value: str, what: str) -> Any:
         raise SegmentsError(f"{what} is not valid JSON: {error}") from None
 
 
-def iter_json_lines(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
-    """(line number, document) for each non-blank line; a bad line names its number."""
+def iter_json_lines(stream: BinaryIO, *, max_values: int) -> Iterator[tuple[int, Any]]:
+    """(line number, document) for each non-blank line; a bad line names its number.  A line of
+    more than ``max_values`` JSON values is refused before it is parsed."""
     for number, line in enumerate(stream, start=1):
         try:
             text = jsontext.decode(line)
             if not text.strip(" \t\r\n"):  # JSON's whitespace only
                 continue
+            if jsontext.more_values_than(text, max_values):
+                raise SegmentsError(f"line {number}: too large: more than {max_values:,} JSON values")
             yield number, jsontext.loads(text)
         except jsontext.JSONTextError as error:
             raise SegmentsError(f"line {number}: not valid JSON ({error})") from None
@@ -389,9 +393,10 @@ class ExportFileTooLarge(SegmentsError):
     """An export file over the size limit, refused before it is read."""
 
 
-def read_export_file(name: str) -> bytes:
-    """An export file's bytes (``-``: standard input).  A file over the size limit is refused by
-    its size alone, before it is read; standard input is read no further than the limit."""
+def read_export_file(name: str) -> str | bytes:
+    """An export file's text (``-``: standard input), or its bytes if they are not UTF-8 (the
+    checker says where).  A file over the size limit is refused by its size alone, before it is
+    read; standard input is read no further than the limit."""
     limit = service.MAX_EXPORT_BYTES
     try:
         if name == "-":
@@ -407,7 +412,10 @@ def read_export_file(name: str) -> bytes:
         raise SegmentsError(f"cannot read {name!r}: {error.strerror}") from None
     if len(data) > limit:
         raise ExportFileTooLarge(f"{name}: {service.export_too_large_message(len(data))}")
-    return data
+    try:
+        return data.decode("utf-8")  # from here on the text alone: a large file is not held twice
+    except UnicodeDecodeError:
+        return data
 
 
 @main.command("export")
@@ -532,7 +540,7 @@ def contacts_upsert(rt: Runtime, workspace_id: str, source: BinaryIO, batch_size
     The whole input is validated first: a bad line stops it all, naming its line number.
     """
     snapshots: list[dict[str, Any]] = []
-    for number, document in iter_json_lines(source):  # each line checked as read: a bad one stops the rest
+    for number, document in iter_json_lines(source, max_values=MAX_SNAPSHOT_VALUES):  # a bad line stops the rest
         snapshots += service.load_snapshots([document], labels=[f"line {number}"])
     if not snapshots:
         raise SegmentsError("no snapshots to upsert: the input is empty (one JSON object per line)")

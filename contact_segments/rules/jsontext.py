@@ -8,28 +8,25 @@
   would mean two things;
 - integers of more than 4,300 digits raise a bare ``ValueError``, and deep nesting a
   ``RecursionError``;
-- a byte order mark, with advice meant for Python programmers;
-- objects of a million members, which cost ~250 MB as Python objects: an object has at most
-  :data:`MAX_MEMBERS` members (no document type here comes near).
+- a byte order mark, with advice meant for Python programmers.
 
 :func:`loads` refuses all of these with :class:`JSONTextError` (a ``ValueError``), and
 :func:`decode` turns bytes into text the same way, so a boundary reading a file needs to catch one
-exception.  Limits of size and depth belong to each document type (a rule is at most 64 KiB); this
-module only parses.
+exception.  Limits of size and depth belong to each document type (a rule is at most 64 KiB);
+:func:`more_values_than` lets a reader apply one before parsing: a million tiny values cost
+~250 MB as Python objects, and seconds to build.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from .errors import quote
 
 BOM = "\ufeff"
-#: No document read here has an object this large (a snapshot has 218 members at most); past
-#: it, a member costs ~250 bytes of Python objects for nothing.
-MAX_MEMBERS = 10_000
 
 
 class JSONTextError(ValueError):
@@ -64,6 +61,18 @@ def loads(text: str) -> Any:
         raise JSONTextError("it holds a number with too many digits") from None
 
 
+def more_values_than(text: str, limit: int) -> bool:
+    """Whether JSON text holds more than ``limit`` values, told without parsing it (from below: the
+    commas outside strings, each of which separates two values).  A count of the text's commas
+    answers most texts; only one with more commas than ``limit`` at all is scanned for strings."""
+    if text.count(",") <= limit:
+        return False
+    return _STRING.sub("", text).count(",") > limit
+
+
+_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+
+
 def _refuse_constant(name: str) -> Any:
     raise JSONTextError(f"{name} is not a JSON number")
 
@@ -76,8 +85,6 @@ def _finite_float(text: str) -> float:
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    if len(pairs) > MAX_MEMBERS:  # refused before it becomes a dict: ~100 bytes a member less
-        raise JSONTextError(f"an object has {len(pairs):,} members, more than the {MAX_MEMBERS:,} any document here may have")
     result = dict(pairs)
     if len(result) != len(pairs):
         seen: set[str] = set()

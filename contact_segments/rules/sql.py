@@ -13,10 +13,14 @@ equality and null coercion included.  It does so without re-implementing JavaScr
   uses: :mod:`.jsvalues`) or becomes one plain SQL comparison.
 * **Two-valued logic.**  Every condition this module returns is ``TRUE`` or ``FALSE``, never SQL
   ``NULL``, so ``NOT`` means JavaScript's ``!``.  Branch guards are ``IS NULL`` / type tests, and
-  comparisons inside a branch only ever see non-null values.
+  each comparison is ANDed with its branch's guard.  SQL may compute a branch's value on rows
+  outside the branch (SQLite does outside ``WHERE``, PostgreSQL may reorder), so a value is NULL
+  there, never an error, and ``guard AND comparison`` is then ``FALSE``.
 
 Time-relative conditions come out as ``created_at > :param`` (plus ``OR created_at IS NULL``
 where JavaScript's ``null -> 0`` makes null match), which a btree index on the column serves.
+Within an ``and`` that guards the field (``{"!!": [{"var": "created_at"}]}``, as product
+conditions do), the null case is left out, so "more than 30 days ago" is a plain range too.
 Values are always bound parameters.
 """
 

@@ -447,7 +447,7 @@ def load_export(document: Any) -> Export:
 
 
 def _parse(text: str | bytes | bytearray, problems: Problems) -> Any:
-    size = len(text) if not isinstance(text, str) else len(text.encode("utf-8", "surrogatepass"))
+    size = len(text) if not isinstance(text, str) else _utf8_length(text)
     if size > MAX_EXPORT_BYTES:
         problems[ROOT] = too_large_message(size)
         return None
@@ -456,6 +456,13 @@ def _parse(text: str | bytes | bytearray, problems: Problems) -> Any:
     except jsontext.JSONTextError as error:
         problems[ROOT] = f"not JSON: {error}"
     return None
+
+
+def _utf8_length(text: str) -> int:
+    """The length of ``text`` in UTF-8, without a copy for ASCII (or hopelessly long) text."""
+    if text.isascii() or len(text) > MAX_EXPORT_BYTES:
+        return len(text)
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def too_large_message(size: int) -> str:

@@ -31,6 +31,11 @@ MAX_CUSTOM_FIELDS = 200
 SAFE_INTEGER = 2**53 - 1
 #: Beyond this many unknown fields, a snapshot is refused naming a few (not a million).
 MAX_UNKNOWN = 20
+#: A valid snapshot holds at most ~2,220 JSON values (18 fields, 1,000 tags, 1,000 channels, 200
+#: custom fields).  Text holding more than this is refused before it is parsed
+#: (:func:`~contact_segments.rules.jsontext.more_values_than`): a million values would cost
+#: ~250 MB of Python objects, and seconds, only to be refused.
+MAX_VALUES = 10_000
 
 
 def _storable(value: str) -> None:

@@ -26,6 +26,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    true,
     union_all,
 )
 from sqlalchemy import cast as cast_
@@ -116,7 +117,7 @@ def _append_events_sql(
         literal(stamp.occurred_at),
     ).order_by(*order_by(changed))
     columns = ["event_id", "workspace_id", "segment_id", "contact_id", "kind", "cause", "rule_version", "occurred_at"]
-    return postgresql.insert(_events).from_select(columns, rows).cte("events")
+    return postgresql.insert(_events).from_select(columns, rows, include_defaults=False).cte("events")  # attempts: 0
 
 
 def reconcile_memberships(
@@ -353,7 +354,7 @@ def _write_diff_postgresql(
     ).subquery("changed")
     ins = select(func.array_agg(entered.c.segment_id).label("s"), func.array_agg(entered.c.contact_id).label("c")).subquery()
     outs = select(func.array_agg(exited.c.segment_id).label("s"), func.array_agg(exited.c.contact_id).label("c")).subquery()
-    statement = select(ins.c.s, ins.c.c, outs.c.s, outs.c.c).add_cte(_append_events_sql(workspace_id, changed, events, lambda c: [c.c.contact_id.collate("C"), c.c.segment_id]))
+    statement = select(ins.c.s, ins.c.c, outs.c.s, outs.c.c).select_from(ins.join(outs, true())).add_cte(_append_events_sql(workspace_id, changed, events, lambda c: [c.c.contact_id.collate("C"), c.c.segment_id]))
     in_segments, in_contacts, out_segments, out_contacts = session.execute(statement).one()
     return list(zip(in_segments or (), in_contacts or (), strict=True)), list(zip(out_segments or (), out_contacts or (), strict=True))
 

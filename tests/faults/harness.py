@@ -51,8 +51,8 @@ from tests.support.workers import Pipeline, wait_for
 REPORT_ENV = "SEGMENTS_RELIABILITY_REPORT"
 APPLICATION_PREFIX = "segments-fault-"
 """The ``application_name`` of every fault-test worker's database connections starts so."""
-FAULT_BROKER_DB = 13
-"""The fault tests' Redis database (the end-to-end tests use 15), flushed around each test."""
+FAULT_BROKER_DB = 11
+"""The fault tests' Redis database (the end-to-end tests use 15, bench/pipeline.py 13), flushed around each test."""
 DAY = 86_400.0
 WORKSPACE = "ws-faults"
 
@@ -288,8 +288,8 @@ def all_built(pipeline: Pipeline, workspace_id: str) -> bool:
         return session.scalar(behind) == 0
 
 
-def drained(pipeline: Pipeline, workspace_id: str) -> bool:
-    """Nothing pending, nothing undelivered, every segment built for its rule."""
+def backlog(pipeline: Pipeline, workspace_id: str) -> dict[str, int]:
+    """What is left to do: pending contacts, undelivered events, segments not built for their rule."""
     with pipeline.session_factory() as session:
         pending = session.scalar(
             select(func.count()).where(Contact.workspace_id == workspace_id, Contact.pending_mask != 0)
@@ -299,7 +299,15 @@ def drained(pipeline: Pipeline, workspace_id: str) -> bool:
                 MembershipEvent.workspace_id == workspace_id, MembershipEvent.delivered_at.is_(None)
             )
         )
-    return pending == 0 and undelivered == 0 and all_built(pipeline, workspace_id)
+        unbuilt = session.scalar(
+            select(func.count()).where(Segment.workspace_id == workspace_id, Segment.built_version != Segment.rule_version)
+        )
+    return {"pending contacts": pending or 0, "undelivered events": undelivered or 0, "unbuilt segments": unbuilt or 0}
+
+
+def drained(pipeline: Pipeline, workspace_id: str) -> bool:
+    """Nothing pending, nothing undelivered, every segment built for its rule."""
+    return not any(backlog(pipeline, workspace_id).values())
 
 
 @dataclass(frozen=True)
@@ -360,7 +368,8 @@ def recover(pipeline: Pipeline, workspace_id: str, *, timeout: float = 120) -> d
         if calm >= 2:
             return {"recovery seconds": round(time.monotonic() - began, 1), "beat rounds": rounds, "commands re-sent": sent}
         if time.monotonic() - began > timeout:
-            raise AssertionError(f"not drained {timeout} s after the load stopped ({rounds} beat rounds)")
+            left = backlog(pipeline, workspace_id) | {"queued messages": pipeline.broker.llen("celery")}
+            raise AssertionError(f"not drained {timeout} s after the load stopped ({rounds} beat rounds): {left}")
 
 
 def quiet(pipeline: Pipeline, workspace_id: str) -> bool:

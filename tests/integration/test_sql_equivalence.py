@@ -319,6 +319,11 @@ REGRESSIONS: dict[str, Case] = {
         {"max safe": _n(2**53 - 1), "text": _n("9007199254740991"), "text above": _n("9007199254740993")},
         {"max safe", "text"},
     ),
+    "the extremes of doubles survive JSON storage": Case(
+        {">": [N, 0]},
+        {"smallest": _n(5e-324), "largest": _n(1.7976931348623157e308), "-0": _n(-0.0), "-smallest": _n(-5e-324)},
+        {"smallest", "largest"},
+    ),
     # Truthiness: "" is falsy, "0" and " " are not; [] is falsy, [""] is not.
     "!! of a string field": Case(
         {"!!": [{"var": "country"}]},
@@ -421,6 +426,20 @@ REGRESSIONS: dict[str, Case] = {
         {"at": _contact(last_outgoing_message_at=NOW + 60), "before": _contact(last_outgoing_message_at=NOW + 59.5),
          "never": _contact(last_outgoing_message_at=None)},
         {"before", "never"},
+    ),
+    # A guard ({"!!": T}) lets the rest of its "and" ignore null T (rules/sql.py, _conjuncts); only
+    # there: negated, or beside the same comparison unguarded, null T still counts as 0.
+    "a guard covers only its own and": Case(
+        {"or": [
+            {"!": {"and": [{"var": "last_incoming_message_at"}, {"<": [{"var": "last_incoming_message_at"}, NOW]}]}},
+            {"and": [{"!": {"missing": "email"}}, {"<": [{"var": "created_at"}, NOW]},
+                     {"!!": [{"var": "created_at"}]}, {"in": ["@", {"var": "email"}]}]},
+        ]},
+        {"never wrote": _contact(last_incoming_message_at=None, created_at=None, email=None),
+         "wrote": _contact(last_incoming_message_at=NOW - 1, created_at=None, email="a@b"),
+         "wrote, created": _contact(last_incoming_message_at=NOW - 1, created_at=NOW - 1, email="a@b"),
+         "wrote, created, no @": _contact(last_incoming_message_at=NOW - 1, created_at=NOW - 1, email="ab")},
+        {"never wrote", "wrote, created"},
     ),
     # The bugs the property test found (see rules/sql.py, _JsonPart).
     "a numeric comparison of custom fields holding every type": Case(

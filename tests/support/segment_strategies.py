@@ -237,6 +237,45 @@ def _connective(op: str, arguments: SearchStrategy[list[Any]]) -> SearchStrategy
     return st.tuples(arguments, st.booleans()).map(build)
 
 
+def _fields_read(rule: Any) -> set[str]:
+    """The fields a rule reads that may be null (``tags``, ``channels`` and ``now`` never are)."""
+    found: set[str] = set()
+    stack = [rule]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            for op, args in node.items():
+                if op == "var":
+                    name = args[0] if isinstance(args, list) else args
+                    found.add(name)
+                else:
+                    stack.append(args)
+    return found - {"tags", "channels", "now"}
+
+
+_GUARDS = [
+    lambda name: {"!!": [{"var": name}]},
+    lambda name: {"var": name},
+    lambda name: {"!": {"missing": [name]}},
+    lambda name: {"!": [{"!": [{"var": name}]}]},
+    lambda name: {"!": {"or": [{"!": {"var": name}}, False]}},
+    lambda name: {"and": [True, {"!!": {"var": name}}]},
+]
+
+
+@st.composite
+def _guarded(draw: st.DrawFn, child: SearchStrategy[Any]) -> Any:
+    """``child`` in an ``and`` with a guard that one of its fields is set, as product conditions
+    write "more than 30 days ago" (``{"!!": [T]}`` and ``T < now - 30 days``)."""
+    rule = draw(child)
+    names = sorted(_fields_read(rule)) or [draw(st.one_of(string_names, timestamp_names, custom_names))]
+    guard = draw(st.sampled_from(_GUARDS))(draw(st.sampled_from(names)))
+    parts = draw(st.permutations([guard, rule, *draw(st.lists(child, max_size=1))]))
+    return {"and": parts}
+
+
 @cache
 def raw_segment_rules(depth: int = 3) -> SearchStrategy[Any]:
     """A segment rule as a user might write it: valid, not necessarily canonical."""
@@ -254,6 +293,7 @@ def raw_segment_rules(depth: int = 3) -> SearchStrategy[Any]:
             _connective("or", st.lists(child, min_size=1, max_size=3)),
             _connective("if", st.lists(child, min_size=2, max_size=5)),
             _connective("?:", st.lists(child, min_size=3, max_size=3)),
+            _guarded(child),
         )
     )
 
