@@ -47,6 +47,7 @@ from contact_segments.storage import queries as q
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 URL_ENV = "SEGMENTS_BENCH_DATABASE_URL"
+CONTACTS_ENV = "SEGMENTS_BENCH_CONTACTS"
 WORKSPACE = "bench"
 DAY = 86_400
 NOW = 1_780_000_000.0
@@ -330,8 +331,10 @@ def floor_read(engine: Engine, ids: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", default=os.environ.get(URL_ENV) or DEFAULT_URL, help=f"database URL (${URL_ENV})")
-    parser.add_argument("--schema", default="bench", help="schema to (re)create and work in")
-    parser.add_argument("--contacts", type=int, default=1_000_000)
+    parser.add_argument("--schema", default="bench_recompute", help="schema to (re)create and work in")
+    parser.add_argument(
+        "--contacts", type=int, default=int(os.environ.get(CONTACTS_ENV) or 1_000_000), help=f"(${CONTACTS_ENV})"
+    )
     parser.add_argument("--changed", type=int, default=10_000, help="contacts changed for the targeted figure")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions per figure (the median is shown)")
     parser.add_argument("--seed", type=int, default=7)

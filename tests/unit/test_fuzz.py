@@ -128,8 +128,8 @@ def mutated(draw: st.DrawFn, base: SearchStrategy[Any], replacement: SearchStrat
 def text_of(value: Any) -> str:
     try:
         return json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
+    except (TypeError, ValueError, RecursionError):  # not JSON, or deeper than json.dumps goes
+        return "[" * 2000
 
 
 json_texts = st.one_of(
