@@ -72,17 +72,21 @@ def seed_defaults(uow: UnitOfWork, workspace_id: str, timezone: str, *, now: flo
         if default.key not in claimed:
             continue
         rule, conditions = resolve_rule(RuleInput(rule=default.rule), timezone)
+        savepoint = uow.session.begin_nested()  # a user's concurrent segment of that name fails this insert alone
         try:
             segment = _insert_segment(uow, workspace_id, default.name, rule, conditions, "", now, default_key=default.key)
         except DuplicateName:
+            savepoint.rollback()
             continue
         except LimitReached:
+            savepoint.rollback()
             uow.session.execute(
                 delete(DefaultRegistryEntry).where(
                     DefaultRegistryEntry.workspace_id == workspace_id, DefaultRegistryEntry.default_key == default.key
                 )
             )
             continue
+        savepoint.commit()
         q.link_default_segment(uow.session, workspace_id, default.key, segment.id)
         uow.add_command(RebuildSegment(workspace_id, segment.id, segment.rule_version, first_build=True))
         created.append(segment.id)

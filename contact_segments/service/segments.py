@@ -326,10 +326,21 @@ def list_segments(uow: UnitOfWork, workspace_id: str) -> list[SegmentView]:
 
 
 def iter_members(uow: UnitOfWork, workspace_id: str, segment_id: Any, *, batch_size: int = 1000) -> Iterator[list[str]]:
-    """A segment's member ids in batches, in stable (contact id) order: a broadcast's audience."""
+    """A segment's member ids in batches, in stable (contact id) order: a broadcast's audience.
+
+    Each batch is read in a short transaction of its own (keyset pagination), so a long
+    broadcast never holds the database (on SQLite, a transaction holds the write lock).
+    """
     with uow:
-        segment = get_segment(uow, workspace_id, segment_id)
-        yield from q.iter_member_ids(uow.session, segment.id, batch_size=batch_size)
+        segment_id = get_segment(uow, workspace_id, segment_id).id
+    after: str | None = None
+    while True:
+        with uow:
+            batch = q.member_ids_page(uow.session, segment_id, after=after, limit=batch_size)
+        if not batch:
+            return
+        yield batch
+        after = batch[-1]
 
 
 # --------------------------------------------------------------------------- rebuilds

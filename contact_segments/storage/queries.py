@@ -319,23 +319,24 @@ def member_counts(session: Session, workspace_id: str) -> dict[int, int]:
     return dict(rows.tuples().all())
 
 
-def iter_member_ids(
-    session: Session, segment_id: int, *, batch_size: int = BATCH_SIZE
-) -> Iterator[list[str]]:
-    """A segment's member ids in batches, in contact id order (keyset pagination on the key)."""
+def member_ids_page(session: Session, segment_id: int, *, after: str | None, limit: int = BATCH_SIZE) -> list[str]:
+    """Up to ``limit`` of a segment's member ids after ``after``, in contact id order (keyset
+    pagination on the primary key: each page is one index range scan, in any transaction)."""
+    statement = (
+        select(_memberships.c.contact_id)
+        .where(_memberships.c.segment_id == segment_id)
+        .order_by(_memberships.c.contact_id)
+        .limit(limit)
+    )
+    if after is not None:
+        statement = statement.where(_memberships.c.contact_id > after)
+    return list(session.scalars(statement))
+
+
+def iter_member_ids(session: Session, segment_id: int, *, batch_size: int = BATCH_SIZE) -> Iterator[list[str]]:
+    """A segment's member ids in batches, in contact id order."""
     after: str | None = None
-    while True:
-        statement = (
-            select(_memberships.c.contact_id)
-            .where(_memberships.c.segment_id == segment_id)
-            .order_by(_memberships.c.contact_id)
-            .limit(batch_size)
-        )
-        if after is not None:
-            statement = statement.where(_memberships.c.contact_id > after)
-        batch = list(session.scalars(statement))
-        if not batch:
-            return
+    while batch := member_ids_page(session, segment_id, after=after, limit=batch_size):
         yield batch
         after = batch[-1]
 
