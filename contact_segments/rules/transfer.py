@@ -80,7 +80,7 @@ from .conditions import (
     rule_to_conditions,
 )
 from .errors import ROOT, quote
-from .validation import RuleValidationError, SegmentRule, _Checker
+from .validation import RuleValidationError, SegmentRule, _Checker, string_problem
 
 FORMAT = "contact-segments/export"
 FORMAT_VERSION = 1
@@ -187,6 +187,19 @@ class SegmentName(fields.String):
                 f"{MAX_NAME_LENGTH} characters once trimmed; no control characters or line breaks."
             ),
         }
+
+
+class Description(fields.String):
+    """Free text, possibly empty, that a database can store (no NUL, no lone surrogates)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if problem := string_problem(text):
+            raise ValidationError(problem)
+        return text
+
+    def json_schema(self, defs: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "string"}
 
 
 class StrictBoolean(fields.Boolean):
@@ -342,7 +355,7 @@ class SegmentSchema(_Strict):
     """One segment's definition."""
 
     name = SegmentName(**_required())
-    description = fields.String(**_text(), metadata={"description": "Free text; may be empty."})
+    description = Description(**_text(), metadata={"description": "Free text; may be empty."})
     rule = SegmentRule(
         **_required(),
         metadata={

@@ -305,8 +305,8 @@ def _unsupported(op: str) -> str:
     return f"unknown operator {quote(op)}"
 
 
-def _string_problem(text: str) -> str | None:
-    """Why a string literal cannot be kept: databases store neither NUL nor lone surrogates."""
+def string_problem(text: str) -> str | None:
+    """Why a string cannot be kept (``None``: it can): databases store neither NUL nor lone surrogates."""
     if "\x00" in text:
         return "a string must not contain NUL (\\u0000): databases cannot store it"
     if not text.isascii():
@@ -639,7 +639,7 @@ class _Checker:
         if kind is ValueKind.NUMBER:
             number = self.number(value, path)
             return _INVALID if number is None else number
-        if kind is ValueKind.STRING and (problem := _string_problem(value)):
+        if kind is ValueKind.STRING and (problem := string_problem(value)):
             self.report(path, problem)
             return _INVALID
         if kind is None:

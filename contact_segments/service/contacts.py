@@ -17,11 +17,17 @@ of changes into one evaluation of the newest snapshot loses nothing (see
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from itertools import count
 from typing import Any
 
-from ..storage import EventCause, pending_changes
+from sqlalchemy import Text, cast, select
+from sqlalchemy.orm import Session
+
+from ..storage import EventCause, Segment, pending_changes
 from ..storage import queries as q
 from ..storage.models import TRACKED_FIELDS
 from .commands import DeliverEvents, EvaluatePending
@@ -89,7 +95,13 @@ def evaluate_pending(uow: UnitOfWork, workspace_id: str, *, now: float, limit: i
         # whose rules read no field (e.g. "all contacts", rule ``true``) included.
         changed = {contact_id: (None if fields == EVERY_FIELD else fields) for contact_id, fields in pending.items()}
         diff = evaluate_contacts(
-            uow.session, workspace_id, pending, now=now, cause=EventCause.CONTACT_CHANGED, changed=changed
+            uow.session,
+            workspace_id,
+            pending,
+            now=now,
+            cause=EventCause.CONTACT_CHANGED,
+            segments=workspace_segments(uow.session, workspace_id),
+            changed=changed,
         )
         if len(pending) == limit:
             uow.add_command(EvaluatePending(workspace_id))
@@ -97,6 +109,46 @@ def evaluate_pending(uow: UnitOfWork, workspace_id: str, *, now: float, limit: i
             uow.add_command(DeliverEvents(workspace_id))
         uow.commit()
     return diff
+
+
+SEGMENT_CACHE_WORKSPACES = 256
+_segments_seen: OrderedDict[str, tuple[tuple[Any, ...], list[Segment]]] = OrderedDict()
+_segments_lock = threading.Lock()
+
+
+def workspace_segments(session: Session, workspace_id: str) -> Sequence[Segment]:
+    """The workspace's segments, oldest first, as far as evaluating contacts goes: id, rule
+    version and rule (detached objects, for reading only).
+
+    An evaluation task runs often on few contacts, and loading 50 segments as ORM objects, JSON
+    rules parsed, costs more than evaluating a handful of contacts.  So this reads each
+    segment's id, version and rule *text* (no ORM, no parsing) and reuses the objects built the
+    last time the workspace's segments read exactly the same (per process, for the last
+    :data:`SEGMENT_CACHE_WORKSPACES` workspaces).  Same segments, same rules, as
+    :func:`queries.list_segments` gives.
+    """
+    rows = tuple(
+        session.execute(
+            select(Segment.id, Segment.rule_version, cast(Segment.rule, Text))
+            .where(Segment.workspace_id == workspace_id)
+            .order_by(Segment.id)
+        ).tuples()
+    )
+    with _segments_lock:
+        seen = _segments_seen.get(workspace_id)
+        if seen is not None and seen[0] == rows:
+            _segments_seen.move_to_end(workspace_id)
+            return seen[1]
+    segments = [
+        Segment(id=ident, workspace_id=workspace_id, rule_version=version, rule=json.loads(text))
+        for ident, version, text in rows
+    ]
+    with _segments_lock:
+        _segments_seen[workspace_id] = (rows, segments)
+        _segments_seen.move_to_end(workspace_id)
+        while len(_segments_seen) > SEGMENT_CACHE_WORKSPACES:
+            _segments_seen.popitem(last=False)
+    return segments
 
 
 MESSAGE_FIELDS = {"incoming": "last_incoming_message_at", "outgoing": "last_outgoing_message_at"}

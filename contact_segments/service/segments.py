@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from ..rules import RuleError
 from ..rules.conditions import conditions_to_rule, filter_count, rule_to_conditions
 from ..rules.sql import rule_to_sql
-from ..rules.validation import validate_segment_rule
+from ..rules.validation import string_problem, validate_segment_rule
 from ..storage import (
     MAX_SEGMENTS_PER_WORKSPACE,
     EventCause,
@@ -193,6 +193,8 @@ def create_segment(
 ) -> SegmentView:
     """Create a segment and schedule its first build (one "built" event, no flood of entries)."""
     cleaned = clean_name(name)
+    if not isinstance(description, str) or (problem := string_problem(description)):
+        raise InvalidInput(f"a segment description must be text: {problem or 'not a string'}")
     with uow:
         workspace = get_workspace(uow, workspace_id)
         normalised, conditions = resolve_rule(rule, workspace.timezone)

@@ -1,7 +1,7 @@
 """Workers killed with SIGKILL in the middle of a rebuild and in the middle of a batch of contact
 changes, while changes keep arriving; a worker started again after each kill.
 
-Two worker slots run side by side (so the load never stops while a replacement starts).  For
+Three worker slots run side by side (so the load never stops while a replacement starts).  For
 each kill the test makes the work it aims at happen (a segment edit for a rebuild, a batch of a
 thousand changed contacts for an evaluation), watches ``pg_stat_activity`` until a worker's
 connection is inside such a transaction, and SIGKILLs that worker's whole process group on the
@@ -30,22 +30,25 @@ from .harness import (
     classify,
     recover,
     report,
+    start_workers,
     worker_backends,
 )
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(1800)]
 
-SLOTS = 2
-AIM_TIMEOUT = 8.0  #: how long to watch for the aimed-at transaction before trying again
+SLOTS = 3  #: workers side by side: while one starts again, the others take the load
+CONCURRENCY = 1
+AIM_TIMEOUT = 4.0  #: how long to watch for the aimed-at transaction before trying again
 
 
-def watch_for(pipeline: Pipeline, workers: dict[str, Worker], target: str, timeout: float) -> Backend | None:
-    """A ready worker's backend inside a transaction of the ``target`` kind, or None."""
+def watch_for(pipeline: Pipeline, slots: list[Worker], target: str, timeout: float) -> tuple[Worker, Backend] | None:
+    """A live worker and its backend inside a transaction of the ``target`` kind, or None."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        alive = {worker.name: worker for worker in slots if worker.alive}
         for backend in worker_backends(pipeline):
-            if backend.application_name in workers and classify(backend.query) == target:
-                return backend
+            if backend.application_name in alive and classify(backend.query) == target:
+                return alive[backend.application_name], backend
         time.sleep(0.003)
     return None
 
@@ -53,14 +56,15 @@ def watch_for(pipeline: Pipeline, workers: dict[str, Worker], target: str, timeo
 @POSTGRESQL_ONLY
 def test_workers_killed_mid_rebuild_and_mid_batch(fault_pipeline: Pipeline, fault_config: FaultConfig) -> None:
     pipeline, config = fault_pipeline, fault_config
-    generation = 0
+    slots = start_workers(pipeline, SLOTS, concurrency=CONCURRENCY)
+    generation = len(slots)
 
-    def new_worker(wait: bool) -> Worker:
+    def new_worker() -> Worker:
+        """A replacement, started without waiting: the other slots take the load meanwhile."""
         nonlocal generation
         generation += 1
-        return pipeline.start_worker(application_name=f"{APPLICATION_PREFIX}w{generation}", wait=wait)
+        return pipeline.start_worker(CONCURRENCY, application_name=f"{APPLICATION_PREFIX}w{generation}", wait=False)
 
-    slots = [new_worker(wait=True) for _ in range(SLOTS)]
     load = Load(pipeline, config)
     load.setup()
     load.start(edits_per_second=0.5, ballast_every=4.0)
@@ -72,23 +76,23 @@ def test_workers_killed_mid_rebuild_and_mid_batch(fault_pipeline: Pipeline, faul
         while sum(kills.values()) < config.kills:
             target = ("rebuild", "evaluation")[sum(kills.values()) % 2]
             deadline = time.monotonic() + 60
-            while not (ready := {w.name: w for w in slots if w.alive and w.ready()}):
+            while not any(worker.alive and worker.ready() for worker in slots):
                 assert time.monotonic() < deadline, "no worker became ready within 60 s"
                 time.sleep(0.05)
             if target == "rebuild":
-                load.edit("B2B in Malaysia")  # thousands of ballast contacts: the longest rebuilds
+                load.edit("B2B in Malaysia")  # reads the ballast too: the longest rebuilds
             else:
                 load.ballast_change()
-            backend = watch_for(pipeline, ready, target, AIM_TIMEOUT)
-            if backend is None:
+            found = watch_for(pipeline, slots, target, AIM_TIMEOUT)
+            if found is None:
                 misses += 1
                 assert misses <= 3 * config.kills, f"could not catch a {target} in flight ({misses} tries)"
                 continue
-            victim = ready[backend.application_name]
+            victim, backend = found
             victim.kill()
             kills[target] += 1
             states[backend.state] += 1
-            slots[slots.index(victim)] = new_worker(wait=False)
+            slots[slots.index(victim)] = new_worker()
         load_seconds = time.monotonic() - began
         time.sleep(2)  # changes keep arriving after the last kill, too
     finally:

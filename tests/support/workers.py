@@ -111,11 +111,17 @@ class Worker:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=30)
 
+    def terminate(self) -> None:
+        """Ask for a warm shutdown (SIGTERM) without waiting for it."""
+        if self.alive:
+            assert self.process is not None
+            self.process.send_signal(signal.SIGTERM)
+
     def stop(self) -> None:
-        if not self.alive:
+        """A warm shutdown, waited for (30 s at most, then a kill)."""
+        if self.process is None:
             return
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
+        self.terminate()
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -185,6 +191,8 @@ def open_pipeline(db_url: str, redis_url: str, tmp_path: Path, *, broker_db: int
     try:
         yield state
     finally:
+        for worker in state.workers:
+            worker.terminate()  # all at once: they shut down side by side
         for worker in state.workers:
             worker.stop()
         engine.dispose()

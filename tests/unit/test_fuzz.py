@@ -58,6 +58,7 @@ HOSTILE_STRINGS = [
     "NaN", "Infinity", "1e400", "null", "true", "0x10", "-0", "\u0663", "😀", "e\u0301",
     "now", "custom_fields", "custom_fields.", "custom_fields.__proto__", "custom_fields.a.b", "tags.length",
 ]
+SPIKES = ["\u0000", "\ud800", "\udfff", "\u001b", "\ufeff", "\n", "\u202e", "'", '"', "\\", "%", "_", ","]
 KEYS = sorted({*CLASSIC, "?:", *FIELDS, *HOSTILE_STRINGS})
 
 any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=12)  # lone surrogates included
@@ -118,10 +119,14 @@ def mutated(draw: st.DrawFn, base: SearchStrategy[Any], replacement: SearchStrat
     if not nodes:
         return draw(replacement)
     container, key = draw(st.sampled_from(nodes))
-    if isinstance(container, dict) and draw(st.booleans()):
+    how = draw(st.sampled_from(["key", "scalar", "value", "spike"]))
+    if how == "key" and isinstance(container, dict):
         container[draw(keys)] = container.pop(key)  # a hostile key instead of a hostile value
+    elif how == "spike" and isinstance(container[key], str):  # a hostile character inside a good string
+        text, at = container[key], draw(st.integers(0, len(container[key])))
+        container[key] = text[:at] + draw(st.sampled_from(SPIKES)) + text[at:]
     else:
-        container[key] = draw(replacement)
+        container[key] = draw(json_scalars if how == "scalar" else replacement)
     return document
 
 
@@ -138,6 +143,13 @@ json_texts = st.one_of(
     st.builds(lambda t, i, junk: t[:i] + junk + t[i:], values().map(text_of), st.integers(0, 40),
               st.sampled_from(["NaN", "Infinity", "1e400", "\u0000", '"', "[", "}", ",", "\ufeff", '"a": 1, "a": 2', "1" * 5000])),
 )
+
+def assert_storable(value: Any) -> None:
+    """What a validator accepted, a database can store: finite numbers, no NUL, no lone surrogates."""
+    text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+    assert "\\u0000" not in text, text[:200]
+    text.encode("utf-8")  # raises on a lone surrogate
+
 
 # ----------------------------------------------------------------------------- rules
 
@@ -158,9 +170,9 @@ def check_rule(document: Any) -> None:
         ), error.messages
         assert sum(len(message) for message in error.messages.values()) < 1_000_000
         return
-    # Accepted: the canonical form is stable, and both compilers take it.
+    # Accepted: storable, the canonical form is stable, and both compilers take it.
+    assert_storable(rule)
     assert validate_segment_rule(rule) == rule
-    json.dumps(rule, allow_nan=False).encode("utf-8")
     compile_predicate(rule)(EMPTY_VIEW)
     condition = rule_to_sql(rule, COLUMNS, now=NOW)
     for dialect in (sqlite.dialect(), postgresql.dialect()):
@@ -195,9 +207,7 @@ def check_snapshot(document: Any) -> None:
         assert error.message and len(str(error)) < 100_000
         return
     # Accepted: nothing a database (or JavaScript) cannot hold, and the command would read it too.
-    text = json.dumps(loaded, allow_nan=False)
-    assert "\\u0000" not in text
-    text.encode("utf-8")  # no lone surrogates
+    assert_storable(loaded)
     assert all(abs(v) <= 2**53 for v in loaded["custom_fields"].values() if isinstance(v, int | float))
     assert not jsontext.more_values_than(json.dumps(document), MAX_VALUES)
 
@@ -232,7 +242,7 @@ def test_fuzz_json_lines(lines: list[str | bytes]) -> None:
 def test_many_commas_inside_strings_are_not_values() -> None:
     """The command's count of values, made before parsing, ignores commas inside strings: a valid
     snapshot of a thousand tags of a thousand commas each is read."""
-    document = {"id": "c-1", "version": 1, "tags": [f"{n}" + "," * 1000 for n in range(1000)]}
+    document = {"id": "c-1", "version": 1, "tags": [f"{n:03d}" + "," * 997 for n in range(1000)]}
     assert not jsontext.more_values_than(json.dumps(document), MAX_VALUES)
     load_snapshot(document)
 
@@ -283,6 +293,7 @@ def check_export(document: Any) -> None:
         return
     for segment in loaded.segments:
         assert validate_segment_rule(segment.rule) == segment.rule
+        assert_storable([segment.name, segment.description, segment.rule, segment.conditions])
 
 
 @fuzz

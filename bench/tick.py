@@ -1,0 +1,328 @@
+"""What does applying time-based flips cost: a tick, against rebuilding the segments? (PostgreSQL)
+
+A workspace of ``--contacts`` contacts (default 1,000,000, bulk-loaded set-wise) with the five
+default segments, memberships built.  Time then advances in steps of one beat (``--step``, 60
+s), and between two consecutive instants exactly ``--flips`` contacts (default 100) are due to
+flip: half leave "Contacts created <7 days ago" (their ``created_at`` turns 7 days old in the
+step), half enter "Contacts inactive >30 days" (their last incoming message turns 30 days
+old).  No other contact's timestamp lies near a threshold, so the flips are exactly those.
+
+Each step is applied one of two ways, alternating, each timed in the same run:
+
+* **tick** - ``service.tick(now)``: index range queries find the due contacts, which alone are
+  evaluated (it must report ``--flips`` candidates, half entered, half exited);
+* **rebuild** - ``service.rebuild_segment`` of each time-relative segment at ``now`` (what a
+  periodic recompute does); the workspace's tick watermark is then moved to ``now``, untimed,
+  so the next tick covers one step too.
+
+The figures are medians (``--ticks`` ticks, ``--rebuilds`` rebuilds; one untimed tick first);
+the ratio is rebuild time / tick time.  At the end every segment's members are checked against
+a hand-written predicate at the last instant.  A tick's time includes its commit.
+
+The benchmark works in its own schema (``--schema``, default ``bench_tick``, dropped and
+recreated; dropped afterwards unless ``--keep``) via ``search_path``.  Database: ``--db`` or
+``$SEGMENTS_BENCH_DATABASE_URL`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``).
+If PostgreSQL is unreachable it says so and exits 0 (skipped).
+
+Run: ``python bench/tick.py [--contacts N]`` (``tox -e bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import time
+from typing import Any
+
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from contact_segments import service
+from contact_segments.service import UnitOfWork
+from contact_segments.storage import EventCause, make_engine, migrate
+
+DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+DB_ENV = "SEGMENTS_BENCH_DATABASE_URL"
+WORKSPACE = "bench-tick"
+DAY = 86_400.0
+WEEK = 7 * DAY
+MONTH = 30 * DAY
+T0 = 1_780_000_000.0
+"""The instant the memberships are built at (fixed, so runs are reproducible)."""
+
+TIME_RELATIVE = ("created_last_7_days", "inactive_30_days")
+
+PREDICATES: dict[str, str] = {
+    # The five defaults' meaning (fixtures/default_segments.json), by hand, at :now.
+    "created_last_7_days": "created_at > :now - 604800",
+    "inactive_30_days": "last_incoming_message_at < :now - 2592000 AND last_incoming_message_at <> 0",
+    "with_tags": "cardinality(tags) > 0",
+    "country_known": "country <> ''",
+    "language_known": "language <> ''",
+}
+
+GENERATE = """
+INSERT INTO contacts (
+    workspace_id, id, version, first_name, last_name, email, phone, country, language, lifecycle,
+    assignee, conversation_status, last_interacted_channel, channels, tags, created_at,
+    last_incoming_message_at, last_outgoing_message_at, custom_fields, updated_at, pending_mask)
+SELECT
+    :ws, 'c' || lpad(n::text, 8, '0'), 1,
+    'First' || (n % 997), 'Last' || (n % 991),
+    CASE WHEN r1 < 0.6 THEN 'c' || n || '@example.com' END,
+    CASE WHEN r2 < 0.8 THEN '+60' || (100000000 + n) END,
+    CASE WHEN r3 < 0.8 THEN (ARRAY['MY', 'SG', 'ID', 'TH', 'PH', 'VN', 'US', 'GB'])[1 + floor(r4 * 8)::int] END,
+    CASE WHEN r5 < 0.7 THEN (ARRAY['en', 'ms', 'id', 'th', 'zh', 'vi'])[1 + floor(r6 * 6)::int] END,
+    (ARRAY['new lead', 'hot lead', 'customer', 'cold'])[1 + n % 4],
+    (ARRAY[NULL, 'aisyah', 'ben', 'chen'])[1 + n % 4],
+    CASE WHEN n % 2 = 0 THEN 'open' ELSE 'closed' END,
+    (ARRAY['whatsapp', 'messenger', 'instagram', 'email', 'sms'])[1 + n % 5],
+    ARRAY['whatsapp', 'email'],
+    CASE WHEN r8 < 0.33 THEN '{}'::text[] ELSE ARRAY[(ARRAY['promotion', 'vip', 'newsletter'])[1 + floor(r9 * 3)::int]] END,
+    created,
+    CASE WHEN r11 < 0.75 THEN created + r12 * (CAST(:t0 AS float8) - created) END,
+    NULL,
+    jsonb_build_object('plan', (ARRAY['free', 'pro', 'enterprise'])[1 + n % 3]),
+    :t0, 0
+FROM (
+    SELECT *, CAST(:t0 AS float8) - CASE WHEN r13 < 0.03 THEN r14 * 7 * 86400 ELSE r14 * 365 * 86400 END AS created
+    FROM (
+        SELECT n, random() r1, random() r2, random() r3, random() r4, random() r5, random() r6,
+               random() r8, random() r9, random() r11, random() r12, random() r13, random() r14
+        FROM generate_series(1, :count) AS n
+    ) numbered
+) randomised
+"""
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+def schema_url(url: str, schema: str) -> str:
+    return make_url(url).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+
+
+def reset_schema(url: str, schema: str, *, create: bool = True) -> None:
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            if create:
+                connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    finally:
+        engine.dispose()
+
+
+def execute(engine: Engine, sql: str, **params: Any) -> Any:
+    with engine.begin() as connection:
+        return connection.execute(text(sql), params)
+
+
+def vacuum(engine: Engine, *tables: str) -> None:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text(f"VACUUM (ANALYZE) {', '.join(tables)}"))
+
+
+def timed(function: Any) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = function()
+    return time.perf_counter() - start, result
+
+
+# --------------------------------------------------------------------------- the data
+
+
+def setup(engine: Engine, count: int, instants: list[float], flips: int, seed: int) -> dict[str, tuple[int, int]]:
+    """Contacts, the five defaults with memberships built at :data:`T0`, the watermark at T0,
+    and ``flips`` contacts due in each step ``(instants[k - 1], instants[k]]``.  Returns each
+    default's (segment id, rule version) by key."""
+    migrate(engine)
+    uow = UnitOfWork.for_engine(engine)  # no dispatcher: the first builds are ours
+    service.create_workspace(uow, WORKSPACE, name="Tick benchmark", now=T0 - 400 * DAY)
+    with engine.begin() as connection:
+        connection.execute(text("SELECT setseed(0.42)"))
+        connection.execute(text(GENERATE), {"ws": WORKSPACE, "count": count, "t0": T0})
+        # Nobody near a threshold over the whole run, except the contacts planned below.
+        first, last = instants[0], instants[-1]
+        connection.execute(
+            text("UPDATE contacts SET created_at = created_at - :day WHERE workspace_id = :ws "
+                 "AND created_at > :low AND created_at <= :high"),
+            {"ws": WORKSPACE, "day": DAY, "low": first - WEEK - 1, "high": last - WEEK + 1},
+        )  # fmt: skip
+        connection.execute(
+            text("UPDATE contacts SET last_incoming_message_at = last_incoming_message_at - :day "
+                 "WHERE workspace_id = :ws AND last_incoming_message_at >= :low AND last_incoming_message_at < :high"),
+            {"ws": WORKSPACE, "day": DAY, "low": first - MONTH - 1, "high": last - MONTH + 1},
+        )  # fmt: skip
+        rng = random.Random(seed)
+        steps = len(instants) - 1
+        chosen = rng.sample(range(1, count + 1), steps * flips)
+        half = flips // 2
+        for k in range(1, len(instants)):
+            batch = chosen[(k - 1) * flips : k * flips]
+            earlier, later = instants[k - 1], instants[k]
+            # created_at + 7 days in (earlier, later]: a member at `earlier`, not at `later`.
+            for n in batch[:half]:
+                connection.execute(
+                    text("UPDATE contacts SET created_at = :at WHERE workspace_id = :ws AND id = :id"),
+                    {"ws": WORKSPACE, "id": f"c{n:08d}", "at": later - WEEK - rng.uniform(0, later - earlier) * 0.999},
+                )
+            # last incoming + 30 days in [earlier, later): not a member at `earlier`, one at `later`.
+            for n in batch[half:]:
+                connection.execute(
+                    text("UPDATE contacts SET last_incoming_message_at = :at WHERE workspace_id = :ws AND id = :id"),
+                    {"ws": WORKSPACE, "id": f"c{n:08d}", "at": later - MONTH - (later - earlier) * (1 - rng.uniform(0, 0.999))},
+                )
+    vacuum(engine, "contacts")
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT default_key, id, rule_version FROM segments WHERE workspace_id = :ws"), {"ws": WORKSPACE}
+        )
+        segments = {key: (ident, version) for key, ident, version in rows}
+    for segment_id, version in segments.values():
+        service.rebuild_segment(
+            UnitOfWork.for_engine(engine), WORKSPACE, segment_id, rule_version=version, now=T0,
+            cause=EventCause.RULE_EDITED, first_build=True,
+        )  # fmt: skip
+    set_watermark(engine, T0)
+    vacuum(engine, "contacts", "memberships", "membership_events")
+    return segments
+
+
+def set_watermark(engine: Engine, at: float) -> None:
+    execute(engine, "UPDATE workspaces SET last_tick_at = :at WHERE id = :ws", at=at, ws=WORKSPACE)
+
+
+def check_memberships(engine: Engine, segments: dict[str, tuple[int, int]], now: float) -> None:
+    """Each segment's members are exactly the contacts its hand-written predicate matches at ``now``."""
+    with engine.connect() as connection:
+        for key, predicate in PREDICATES.items():
+            wrong = connection.scalar(
+                text(
+                    f"""SELECT count(*) FROM
+                        (SELECT id FROM contacts WHERE workspace_id = :ws AND {predicate}) c
+                        FULL JOIN (SELECT contact_id FROM memberships WHERE segment_id = :sid) m
+                        ON m.contact_id = c.id
+                        WHERE c.id IS NULL OR m.contact_id IS NULL"""
+                ),
+                {"ws": WORKSPACE, "sid": segments[key][0], "now": now},
+            )
+            if wrong:
+                raise SystemExit(f"memberships of {key!r} differ from its predicate for {wrong} contacts at {now}")
+
+
+# --------------------------------------------------------------------------- the two ways
+
+
+def run_tick(engine: Engine, now: float, flips: int) -> float:
+    seconds, result = timed(lambda: service.tick(UnitOfWork.for_engine(engine), WORKSPACE, now=now))
+    expected = (flips, flips - flips // 2, flips // 2)
+    if (result.candidates, result.entered, result.exited) != expected:
+        raise SystemExit(
+            f"the tick at {now} found {result.candidates} candidates, {result.entered} entered and "
+            f"{result.exited} exited; expected {expected[0]}, {expected[1]} and {expected[2]}"
+        )
+    return seconds
+
+
+def run_rebuild(engine: Engine, segments: dict[str, tuple[int, int]], now: float, flips: int) -> float:
+    def rebuild() -> tuple[int, int]:
+        entered = exited = 0
+        for key in TIME_RELATIVE:
+            segment_id, version = segments[key]
+            result = service.rebuild_segment(
+                UnitOfWork.for_engine(engine), WORKSPACE, segment_id, rule_version=version, now=now,
+                cause=EventCause.TIME_PASSED,
+            )  # fmt: skip
+            if result.stale:
+                raise SystemExit(f"the rebuild of {key!r} went stale")
+            entered, exited = entered + result.entered, exited + result.exited
+        return entered, exited
+
+    seconds, (entered, exited) = timed(rebuild)
+    if (entered, exited) != (flips - flips // 2, flips // 2):
+        raise SystemExit(f"the rebuild at {now} had {entered} entered and {exited} exited")
+    set_watermark(engine, now)  # the rebuild applied this step: the next tick starts here
+    return seconds
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", default=os.environ.get(DB_ENV) or DEFAULT_DB, help=f"database URL (${DB_ENV})")
+    parser.add_argument("--schema", default="bench_tick", help="schema to (re)create and work in")
+    parser.add_argument("--contacts", type=int, default=1_000_000)
+    parser.add_argument("--flips", type=int, default=100, help="contacts due to flip between two ticks")
+    parser.add_argument("--step", type=float, default=60.0, help="seconds between two ticks (a beat)")
+    parser.add_argument("--ticks", type=int, default=9, help="timed ticks (the median is shown)")
+    parser.add_argument("--rebuilds", type=int, default=3, help="timed rebuilds (the median is shown)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--keep", action="store_true", help="keep the schema afterwards (to inspect it)")
+    args = parser.parse_args()
+    if not args.schema.isidentifier():
+        parser.error("--schema must be a plain identifier")
+    if args.flips < 2 or args.flips * (args.ticks + args.rebuilds + 1) > args.contacts:
+        parser.error("--flips must be at least 2, and all steps' flips must fit in --contacts")
+
+    # An untimed tick first; then a rebuild after every few ticks, spread over the run.
+    plan = ["warm-up"]
+    every = max(1, args.ticks // max(1, args.rebuilds))
+    for k in range(1, args.ticks + 1):
+        plan.append("tick")
+        if k % every == 0 and plan.count("rebuild") < args.rebuilds:
+            plan.append("rebuild")
+    plan += ["rebuild"] * (args.rebuilds - plan.count("rebuild"))
+    instants = [T0 + k * args.step for k in range(len(plan) + 1)]
+
+    try:
+        reset_schema(args.db, args.schema)
+    except OperationalError as error:
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        print(f"tick benchmark skipped: PostgreSQL is unreachable at {args.db} ({reason})")
+        return
+    engine = make_engine(schema_url(args.db, args.schema), pool_size=2)
+    try:
+        started = time.perf_counter()
+        segments = setup(engine, args.contacts, instants, args.flips, args.seed)
+        print(f"{args.contacts:,} contacts, 5 default segments, memberships built in "
+              f"{time.perf_counter() - started:.1f} s (schema {args.schema!r})")  # fmt: skip
+        tick_times: list[float] = []
+        rebuild_times: list[float] = []
+        for k, step in enumerate(plan, start=1):
+            now = instants[k]
+            if step == "rebuild":
+                rebuild_times.append(run_rebuild(engine, segments, now, args.flips))
+            else:
+                seconds = run_tick(engine, now, args.flips)
+                if step == "tick":
+                    tick_times.append(seconds)
+        check_memberships(engine, segments, instants[-1])
+    finally:
+        engine.dispose()
+        if not args.keep:
+            reset_schema(args.db, args.schema, create=False)
+
+    tick, rebuild = statistics.median(tick_times), statistics.median(rebuild_times)
+    ratio = rebuild / tick
+    print(f"\n{args.contacts:,} contacts, {args.flips} flips per {args.step:.0f} s step; medians of "
+          f"{len(tick_times)} ticks and {len(rebuild_times)} rebuilds (memberships checked afterwards)")  # fmt: skip
+    print(f"{'figure':<48}{'measured':>12}{'target':>14}")
+    rows = [
+        ("tick (service.tick)", f"{tick * 1000:.1f} ms", "<= 50 ms", tick <= 0.05),
+        (f"rebuild of the {len(TIME_RELATIVE)} time-relative segments", f"{rebuild * 1000:,.0f} ms", "", None),
+        ("rebuild / tick", f"{ratio:,.0f}x", ">= 100x", ratio >= 100),
+    ]
+    for label, shown, target, ok in rows:
+        verdict = "" if ok is None else (" ok" if ok else " MISSED")
+        print(f"{label:<48}{shown:>12}{target:>14}{verdict}")
+    print(f"\n  ticks (ms): {', '.join(f'{s * 1000:.1f}' for s in tick_times)}")
+    print(f"  rebuilds (ms): {', '.join(f'{s * 1000:,.0f}' for s in rebuild_times)}")
+
+
+if __name__ == "__main__":
+    main()
