@@ -32,7 +32,7 @@ from ..storage import queries as q
 from ..storage.models import TRACKED_FIELDS
 from .commands import DeliverEvents, EvaluatePending
 from .errors import InvalidInput, NotFound
-from .membership import Diff, evaluate_contacts
+from .membership import Diff, compiled_segment, evaluate_contacts
 from .segments import evaluation_instant, get_workspace
 from .snapshots import load_snapshot
 from .uow import UnitOfWork
@@ -100,7 +100,7 @@ def evaluate_pending(uow: UnitOfWork, workspace_id: str, *, now: float, limit: i
             pending,
             now=now,
             cause=EventCause.CONTACT_CHANGED,
-            segments=workspace_segments(uow.session, workspace_id),
+            segments=_segments_reading(workspace_segments(uow.session, workspace_id), changed.values()),
             changed=changed,
         )
         if len(pending) == limit:
@@ -109,6 +109,21 @@ def evaluate_pending(uow: UnitOfWork, workspace_id: str, *, now: float, limit: i
             uow.add_command(DeliverEvents(workspace_id))
         uow.commit()
     return diff
+
+
+def _segments_reading(segments: Sequence[Segment], changes: Iterable[frozenset[str] | None]) -> Sequence[Segment]:
+    """The segments that read any of the changed fields (all of them if a contact is new).
+
+    :func:`evaluate_contacts` leaves the others alone for every one of these contacts anyway
+    (they all exist: :func:`pending_changes.take` holds their rows); leaving them out of the
+    call also keeps them out of the statement that writes the diff and its events.
+    """
+    fields: set[str] = set()
+    for changed in changes:
+        if changed is None:
+            return segments
+        fields |= changed
+    return [segment for segment in segments if compiled_segment(segment).reads & fields]
 
 
 SEGMENT_CACHE_WORKSPACES = 256
@@ -125,13 +140,15 @@ def workspace_segments(session: Session, workspace_id: str) -> Sequence[Segment]
     segment's id, version and rule *text* (no ORM, no parsing) and reuses the objects built the
     last time the workspace's segments read exactly the same (per process, for the last
     :data:`SEGMENT_CACHE_WORKSPACES` workspaces).  Same segments, same rules, as
-    :func:`queries.list_segments` gives.
+    :func:`queries.list_segments` gives, and like it with ``share_lock``: the rows stay
+    share-locked until the transaction ends (see :func:`.membership.evaluate_contacts`).
     """
     rows = tuple(
         session.execute(
             select(Segment.id, Segment.rule_version, cast(Segment.rule, Text))
             .where(Segment.workspace_id == workspace_id)
             .order_by(Segment.id)
+            .with_for_update(read=True)
         ).tuples()
     )
     with _segments_lock:

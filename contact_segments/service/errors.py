@@ -36,9 +36,9 @@ MAX_SHOWN = 50
 
 
 def _label(key: Any) -> str:
-    """A key of ``messages`` as shown: as is when it is short, printable text (a field name, a JSON
-    path), else quoted, escaped and shortened (it may be a hostile document's key)."""
-    if isinstance(key, str) and 0 < len(key) <= 80 and key.isprintable():
+    """A key of ``messages`` as shown: as is when it is printable text of a sane length (a field
+    name, a JSON path), else quoted, escaped and shortened (it may be a hostile document's key)."""
+    if isinstance(key, str) and 0 < len(key) <= 1000 and key.isprintable():
         return key
     return quote(key)
 

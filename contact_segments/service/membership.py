@@ -127,12 +127,20 @@ def evaluate_contacts(
     them is left alone for that contact.  The contacts' rows stay locked until the transaction
     ends, so two evaluations of one contact never interleave.  A contact that no longer exists
     leaves every segment considered.
+
+    The segments must have been read under a share lock in this transaction (PostgreSQL; the
+    default list is), unless the caller holds the workspace's row exclusively (a tick): an edit
+    or a rebuild batch locks its segment's row exclusively, so none runs while an evaluation
+    holds the segment.  Otherwise an evaluation on the rule before an edit could commit after
+    the rebuild for the new rule had looked at its contacts (a member left by the old rule, not
+    put back by the new), and an evaluation and a rebuild writing the same segment's
+    memberships in different orders would deadlock.
     """
     ids = sorted(set(contact_ids))
     if not ids:
         return Diff()
     if segments is None:
-        segments = q.list_segments(session, workspace_id)
+        segments = q.list_segments(session, workspace_id, share_lock=True)
     compiled = [compiled_segment(segment) for segment in segments]
     versions = {c.id: c.rule_version for c in compiled}
     views = q.load_contact_views(session, workspace_id, ids, for_update=True)

@@ -44,7 +44,10 @@ def take(session: Session, workspace_id: str, *, limit: int = BATCH_SIZE) -> dic
         .with_for_update(skip_locked=True)
     )
     if session.get_bind().dialect.name == "postgresql":
-        taken = locked.subquery("taken")
+        # A MATERIALIZED CTE runs once.  As a plain subquery the planner may rescan it for each
+        # row it updates, and a rescan of FOR UPDATE sees the bits just cleared and moves on to
+        # the next rows: the LIMIT would not hold.
+        taken = locked.cte("taken").prefix_with("MATERIALIZED")
         rows = session.execute(
             update(_contacts)
             .where(_contacts.c.workspace_id == workspace_id, _contacts.c.id == taken.c.id)

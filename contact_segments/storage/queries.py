@@ -371,11 +371,17 @@ def release_segment_slot(session: Session, workspace_id: str) -> int | None:
     return session.scalar(statement)
 
 
-def list_segments(session: Session, workspace_id: str) -> Sequence[Segment]:
-    """The workspace's segments, oldest first."""
-    return session.scalars(
-        select(Segment).where(Segment.workspace_id == workspace_id).order_by(Segment.id)
-    ).all()
+def list_segments(session: Session, workspace_id: str, *, share_lock: bool = False) -> Sequence[Segment]:
+    """The workspace's segments, oldest first.
+
+    With ``share_lock`` (PostgreSQL) the rows stay share-locked, in id order, until the
+    transaction ends: what an evaluation does before it writes memberships by their rules (see
+    :func:`contact_segments.service.membership.evaluate_contacts`).
+    """
+    statement = select(Segment).where(Segment.workspace_id == workspace_id).order_by(Segment.id)
+    if share_lock:
+        statement = statement.with_for_update(read=True).execution_options(populate_existing=True)
+    return session.scalars(statement).all()
 
 
 def segment_name_taken(
@@ -664,8 +670,15 @@ def _prepared_insert(
             value = getattr(defaults[name], "arg", None)
         process = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
         constants[name] = process(value) if process is not None else value
+    # Integer constants (the pending bits, defaults) go into the text: shorter SQL, which psycopg
+    # then parses once and caches (it does not cache statements over 4 KB).
+    sql = str(compiled)
+    for name, value in list(constants.items()):
+        if type(value) is int:
+            sql = sql.replace(f"%({name})s", str(value))
+            del constants[name]
     to_json = postgresql.JSONB().dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
-    return _prepared_inserts.setdefault(key, (str(compiled), constants, to_json))
+    return _prepared_inserts.setdefault(key, (sql, constants, to_json))
 
 
 def _json_rows(table: Table, rows: Sequence[Mapping[str, Any]], document: Any = None) -> TableValuedAlias:

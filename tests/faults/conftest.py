@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.workers import Pipeline, open_pipeline
 
-from .harness import FAULT_BROKER_DB, FaultConfig
+from .harness import FAULT_BROKER_DB, FaultConfig, JournalHost
 
 POSTGRESQL_ONLY = pytest.mark.parametrize(
     "backend", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
@@ -26,5 +26,5 @@ def fault_config() -> FaultConfig:
 def fault_pipeline(backend: str, db_url: str, redis_url: str, tmp_path: Path) -> Iterator[Pipeline]:
     """Workers on this test's PostgreSQL schema and the fault tests' Redis database."""
     assert backend == "postgresql", "the fault pipeline runs on PostgreSQL"
-    with open_pipeline(db_url, redis_url, tmp_path, broker_db=FAULT_BROKER_DB) as pipeline:
+    with open_pipeline(db_url, redis_url, tmp_path, broker_db=FAULT_BROKER_DB, host_class=JournalHost) as pipeline:
         yield pipeline

@@ -30,6 +30,8 @@ from contact_segments.rules.catalog import STRING_FIELDS, TIMESTAMP_FIELDS
 from contact_segments.service import EventView, InlineDispatcher, RuleInput, UnitOfWork
 from contact_segments.storage import Contact, Membership, MembershipEvent, Segment
 
+from .harness import FaultConfig
+
 NOW = 1_750_000_000.0
 DAY = 86_400.0
 
@@ -140,7 +142,7 @@ def changes(events: list[EventView]) -> Counter[tuple[int, str | None, str]]:
 
 
 @settings(
-    max_examples=12,
+    max_examples=FaultConfig.from_env().examples or 12,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )

@@ -28,6 +28,7 @@ may hold: no NUL, no lone surrogate.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -35,8 +36,9 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
+from contact_segments.rules import jsvalues as js
 from contact_segments.rules.catalog import STRING_FIELDS, STRING_LIST_FIELDS, TIMESTAMP_FIELDS
-from contact_segments.rules.validation import validate_segment_rule
+from contact_segments.rules.validation import RuleValidationError, validate_segment_rule
 
 # ----------------------------------------------------------------------------- instants
 
@@ -68,41 +70,16 @@ STRINGS: list[str] = [
 
 TAGS: list[str] = ["vip", "VIP", "promotion", "lead", "", "1", "a😀b", "a,b", "%"]
 CHANNELS: list[str] = ["whatsapp", "WhatsApp", "email", "sms", ""]
-CUSTOM_KEYS: list[str] = ["score", "plan", "vip", "n"]
+CUSTOM_KEYS: list[str] = ["n", "score", "plan"]
+#: The fields most rules read, so that rules and contacts meet often (the others still appear).
+HOT_STRING_FIELDS: list[str] = ["email", "country", "first_name"]
+HOT_CUSTOM_KEYS: list[str] = ["n", "score"]
 
 NUMBERS: list[int | float] = [
     0, 1, -1, 2, 3, 5, 7, 10, 16, 20, 1000, 0.5, -1.5, 1.5, 2.5, 0.1, 1e-7, 1e16, 1e21, 123.456,
     2**53 - 1, -(2**53 - 1),
 ]  # fmt: skip
 """Numbers for custom fields and rule literals."""
-
-_SAFE = 2**53 - 1
-_text_alphabet = st.characters(codec="utf-8", exclude_characters="\x00")  # what snapshots and rules allow
-
-strings: SearchStrategy[str] = st.one_of(
-    st.sampled_from(STRINGS), st.sampled_from(STRINGS), st.text(_text_alphabet, max_size=4)
-)
-numbers: SearchStrategy[int | float] = st.one_of(
-    st.sampled_from(NUMBERS),
-    st.sampled_from(NUMBERS),
-    st.integers(-1_000, 1_000),
-    st.integers(-_SAFE, _SAFE),
-    st.floats(allow_nan=False, allow_infinity=False),
-)
-custom_values: SearchStrategy[Any] = st.one_of(
-    st.none(), st.booleans(), numbers, strings, st.sampled_from([0, 1, "", "0", "1", "5", " 5 ", True, False])
-)
-custom_literals: SearchStrategy[Any] = st.one_of(
-    st.none(), st.booleans(), numbers, strings, st.sampled_from([0, 1, "", "5", True])
-)
-time_numbers: SearchStrategy[int | float] = st.one_of(
-    st.sampled_from(ABSOLUTE_TIMES),
-    st.sampled_from(ABSOLUTE_TIMES),
-    st.integers(T0 - 40 * 86_400, T0 + 40 * 86_400),
-    st.floats(-1e10, 1e10),
-)
-
-# ----------------------------------------------------------------------------- rules
 
 
 def _choose(*options: SearchStrategy[Any]) -> SearchStrategy[Any]:
@@ -112,6 +89,51 @@ def _choose(*options: SearchStrategy[Any]) -> SearchStrategy[Any]:
     would let the option with the most alternatives crowd out the others.
     """
     return st.sampled_from(options).flatmap(lambda option: option)
+
+
+_SAFE = 2**53 - 1
+_text_alphabet = st.characters(codec="utf-8", exclude_characters="\x00")  # what snapshots and rules allow
+
+#: Strings that fields and literals share most often: case variants, numbers, the empty string.
+COMMON_STRINGS: list[str] = [
+    "", " ", "a", "A", "MY", "my", "vip", "VIP", "5", " 5 ", "0", "1", "ann@acme.com", "Bob@ACME.com", "a😀b",
+]  # fmt: skip
+strings: SearchStrategy[str] = _choose(
+    st.sampled_from(COMMON_STRINGS),
+    st.sampled_from(COMMON_STRINGS),
+    st.sampled_from(STRINGS),
+    st.sampled_from(STRINGS),
+    st.text(_text_alphabet, max_size=4),
+)
+numbers: SearchStrategy[int | float] = st.one_of(
+    st.sampled_from(NUMBERS),
+    st.sampled_from(NUMBERS),
+    st.integers(-1_000, 1_000),
+    st.integers(-_SAFE, _SAFE),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+#: Scalars that custom fields and rule literals both draw from often, so that ``5 == "5"``,
+#: ``true == 1`` and ``"" == 0`` come up.
+SHARED: list[Any] = [
+    None, True, False, 0, 1, 2, 5, -1, 0.5, "", " ", "0", "1", "5", " 5 ", "5.0", "0x5", "abc", "true", "a😀b",
+]  # fmt: skip
+shared = st.sampled_from(SHARED)
+custom_values: SearchStrategy[Any] = _choose(
+    shared, shared, shared, st.none(), st.booleans(), numbers, strings
+)
+custom_literals: SearchStrategy[Any] = custom_values
+#: What ``in`` looks for in a string: the empty string and single characters find the most.
+needles: SearchStrategy[str] = _choose(
+    st.sampled_from(["", "", "a", "A", "@", "acme", "5", "1", " ", "%", "_", "😀", "\u0663"]), strings
+)
+time_numbers: SearchStrategy[int | float] = st.one_of(
+    st.sampled_from(ABSOLUTE_TIMES),
+    st.sampled_from(ABSOLUTE_TIMES),
+    st.integers(T0 - 40 * 86_400, T0 + 40 * 86_400),
+    st.floats(-1e10, 1e10),
+)
+
+# ----------------------------------------------------------------------------- rules
 
 
 def _var(names: SearchStrategy[str], default: SearchStrategy[Any] | None = None) -> SearchStrategy[Any]:
@@ -127,10 +149,13 @@ def _var(names: SearchStrategy[str], default: SearchStrategy[Any] | None = None)
     return st.one_of(forms)
 
 
-string_names = st.sampled_from(STRING_FIELDS)
+string_names = _choose(st.sampled_from(HOT_STRING_FIELDS), st.sampled_from(STRING_FIELDS))
 list_names = st.sampled_from(STRING_LIST_FIELDS)
 timestamp_names = st.sampled_from(TIMESTAMP_FIELDS)
-custom_names = st.sampled_from([f"custom_fields.{key}" for key in CUSTOM_KEYS])
+custom_names = _choose(
+    st.sampled_from([f"custom_fields.{key}" for key in HOT_CUSTOM_KEYS]),
+    st.sampled_from([f"custom_fields.{key}" for key in CUSTOM_KEYS]),
+)
 any_names = st.one_of(string_names, list_names, timestamp_names, custom_names, custom_names)
 
 string_vars = _var(string_names, strings)
@@ -179,9 +204,9 @@ def _orderings() -> SearchStrategy[Any]:
 
 
 def _memberships() -> SearchStrategy[Any]:
-    element = st.one_of(st.sampled_from(TAGS + CHANNELS), strings)
+    element = _choose(st.sampled_from(TAGS + CHANNELS), st.sampled_from(TAGS + CHANNELS), strings)
     in_list = st.tuples(element, list_vars).map(lambda t: {"in": list(t)})
-    substring = st.tuples(strings, st.one_of(string_vars, custom_vars)).map(lambda t: {"in": list(t)})
+    substring = st.tuples(needles, st.one_of(string_vars, custom_vars)).map(lambda t: {"in": list(t)})
     string_choices = st.lists(st.one_of(st.none(), strings), min_size=1, max_size=4)
     custom_choices = st.lists(custom_literals, min_size=1, max_size=4)
     field_in_list = st.one_of(
@@ -255,7 +280,9 @@ def _fields_read(rule: Any) -> set[str]:
     return found - {"tags", "channels", "now"}
 
 
-_GUARDS = [
+_GUARDS = [  # the first two are no guards: "and" must not take them for guards
+    lambda name: {"!": [{"var": name}]},
+    lambda name: {"missing": [name]},
     lambda name: {"!!": [{"var": name}]},
     lambda name: {"var": name},
     lambda name: {"!": {"missing": [name]}},
@@ -294,6 +321,7 @@ def raw_segment_rules(depth: int = 3) -> SearchStrategy[Any]:
             _connective("if", st.lists(child, min_size=2, max_size=5)),
             _connective("?:", st.lists(child, min_size=3, max_size=3)),
             _guarded(child),
+            _guarded(child),
         )
     )
 
@@ -327,6 +355,10 @@ def timestamps(now: float) -> SearchStrategy[str | None]:
     return st.one_of(st.none(), instants.map(iso))
 
 
+_ABSENT = object()
+_custom_or_absent = _choose(st.just(_ABSENT), custom_values, custom_values, custom_values)  # absent 1 in 4
+
+
 def snapshots(now: float) -> SearchStrategy[dict[str, Any]]:
     """One host contact snapshot (without ``id`` and ``version``): every field, nulls and empties included."""
     string_value = st.one_of(st.none(), st.just(""), strings)
@@ -336,13 +368,103 @@ def snapshots(now: float) -> SearchStrategy[dict[str, Any]]:
             "tags": st.lists(st.one_of(st.sampled_from(TAGS), strings), max_size=3, unique=True),
             "channels": st.lists(st.sampled_from(CHANNELS), max_size=2, unique=True),
             **dict.fromkeys(TIMESTAMP_FIELDS, timestamps(now)),
-            "custom_fields": st.fixed_dictionaries({}, optional=dict.fromkeys(CUSTOM_KEYS, custom_values)),
+            "custom_fields": st.fixed_dictionaries(dict.fromkeys(CUSTOM_KEYS, _custom_or_absent)).map(
+                lambda values: {key: value for key, value in values.items() if value is not _ABSENT}
+            ),
         }
     )
 
 
 def contact_sets(now: float, max_size: int = 8) -> SearchStrategy[list[dict[str, Any]]]:
     """Snapshots with ids ``c0``, ``c1``, ... and version 1."""
-    return st.lists(snapshots(now), min_size=1, max_size=max_size).map(
+    return st.lists(snapshots(now), min_size=2, max_size=max_size).map(
         lambda items: [{"id": f"c{i}", "version": 1, **item} for i, item in enumerate(items)]
     )
+
+
+# ----------------------------------------------------------------------------- rules that meet contacts
+
+#: The operators whose literal operands :func:`seeded_rules` may replace with a contact's value.
+_COMPARISONS = frozenset({"==", "===", "!=", "!==", "<", "<=", ">", ">=", "in"})
+
+
+def contact_values(contacts: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """By field (``custom_fields.<key>`` for custom fields), the scalars the contacts hold there,
+    and what JavaScript takes for them: ``5`` and ``"5"``, ``" 5 "`` and ``true``, ``"VIP"`` and
+    ``"vip"``, pieces of a string, a timestamp's seconds and the seconds around it."""
+    values: dict[str, list[Any]] = {}
+    for contact in contacts:
+        for name, value in contact.items():
+            if name in TIMESTAMP_FIELDS and value is not None:
+                values.setdefault(name, []).append(datetime.fromisoformat(value).timestamp())
+            elif name in STRING_FIELDS:
+                values.setdefault(name, []).append(value)
+            elif name in STRING_LIST_FIELDS:
+                values.setdefault(name, []).extend(value)
+            elif name == "custom_fields":
+                for key, item in value.items():
+                    values.setdefault(f"custom_fields.{key}", []).append(item)
+    return {name: _variants(items) for name, items in values.items()}
+
+
+def _variants(values: list[Any]) -> list[Any]:
+    variants: list[Any] = []
+    for value in values:
+        variants.append(value)
+        if isinstance(value, bool):
+            variants += [int(value), str(int(value))]
+        elif isinstance(value, int | float):
+            text = js.number_to_string(value)
+            variants += [text, f" {text} ", value + 1, value - 1] + ([bool(value)] if value in (0, 1) else [])
+        elif isinstance(value, str) and value:
+            variants += [value.upper(), value.lower(), value.strip(), value[1:], value[:-1], value[:1]]
+            if math.isfinite(number := js.string_to_number(value)):
+                variants.append(number)
+    unique = {(type(value), repr(value)): value for value in variants}  # 1, 1.0 and True stay apart
+    return [value for value in unique.values() if not (_kind(value) == "number" and abs(value) > _SAFE)]
+
+
+def _kind(value: Any) -> str:
+    return (
+        "number" if isinstance(value, int | float) and not isinstance(value, bool) else type(value).__name__
+    )
+
+
+@st.composite
+def seeded_rules(draw: st.DrawFn, contacts: list[dict[str, Any]], depth: int = 3) -> Any:
+    """A segment rule (canonical form) whose literals are often the contacts' values.
+
+    Random literals seldom meet random contacts (``5 == "5"`` needs a contact with 5 in the very
+    field a rule compares with "5"), so the literal operands of a comparison or ``in`` are
+    replaced, one time in two, by one of :func:`contact_values` of the field it names.  If that
+    makes the rule invalid (a string where a number must be), replacements keep to the literal's
+    own kind; failing that, the rule stays as drawn.
+    """
+    rule = validate_segment_rule(draw(raw_segment_rules(depth)))
+    pools = contact_values(contacts)
+
+    def seed(node: Any, pool: list[Any], same_kind: bool) -> Any:
+        if isinstance(node, list):
+            return [seed(item, pool, same_kind) for item in node]
+        if isinstance(node, dict):
+            ((op, args),) = node.items()
+            if op in ("var", "missing", "missing_some"):
+                return node
+            names = (
+                [arg["var"] for arg in args if isinstance(arg, dict) and "var" in arg]
+                if op in _COMPARISONS
+                else []
+            )
+            name = names[0] if names and isinstance(names[0], str) else None
+            return {op: seed(args, pools.get(name, []) if name else [], same_kind)}
+        if not pool or not draw(st.booleans()):
+            return node
+        fitting = [value for value in pool if not same_kind or _kind(value) == _kind(node)]
+        return draw(st.sampled_from(fitting)) if fitting else node
+
+    for same_kind in (False, True):
+        try:
+            return validate_segment_rule(seed(rule, [], same_kind))
+        except RuleValidationError:
+            pass
+    return rule

@@ -167,9 +167,17 @@ class Pipeline:
 
 
 @contextmanager
-def open_pipeline(db_url: str, redis_url: str, tmp_path: Path, *, broker_db: int = TEST_BROKER_DB) -> Iterator[Pipeline]:
-    """A :class:`Pipeline` on ``db_url`` (PostgreSQL) and Redis database ``broker_db``; its workers
-    are stopped and the Redis database flushed when the block ends."""
+def open_pipeline(
+    db_url: str,
+    redis_url: str,
+    tmp_path: Path,
+    *,
+    broker_db: int = TEST_BROKER_DB,
+    host_class: type[ReferenceHost] = ReferenceHost,
+) -> Iterator[Pipeline]:
+    """A :class:`Pipeline` on ``db_url`` (PostgreSQL) and Redis database ``broker_db``, the workers
+    delivering to ``host_class`` (the reference host, or a subclass); its workers are stopped and
+    the Redis database flushed when the block ends."""
     broker = f"{redis_url.rsplit('/', 1)[0]}/{broker_db}"
     redis.Redis.from_url(broker).flushdb()
     journal = tmp_path / "journal.jsonl"
@@ -177,13 +185,13 @@ def open_pipeline(db_url: str, redis_url: str, tmp_path: Path, *, broker_db: int
         **os.environ,
         "SEGMENTS_DATABASE_URL": db_url,
         "SEGMENTS_BROKER_URL": broker,
-        "SEGMENTS_HOST_PLUGINS": "tests.support.reference_host:ReferenceHost",
+        "SEGMENTS_HOST_PLUGINS": f"{host_class.__module__}:{host_class.__qualname__}",
         JOURNAL_ENV: str(journal),
         FAILURES_ENV: "0",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
     settings = Settings(database_url=db_url, broker_url=broker)
-    host = ReferenceHost(journal)
+    host = host_class(journal)
     engine = make_engine(db_url)
     state = Pipeline(
         settings, env, tmp_path, make_session_factory(engine), host, create_plugin_manager(settings, plugins=(host,))

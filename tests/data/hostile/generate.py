@@ -518,8 +518,8 @@ def snapshots(corpus: Corpus) -> None:
         add(f, f"unknown-field-{slug}", f"an unknown field named {key[:40]!r}", f"{_q(key) if not key.isprintable() else key}: Unknown field",
             doc=_with(ok, **{key: "x"}))
     add(f, "unknown-field-empty-name", "an unknown field with an empty name", "'': Unknown field", doc=_with(ok, **{"": 1}))
-    add(f, "unknown-field-overlong", "an unknown field with a 1,000-character name", f"{_q('k' * 1000)}: Unknown field",
-        doc=_with(ok, **{"k" * 1000: 1}))
+    add(f, "unknown-field-overlong", "an unknown field with a 1,001-character name: quoted, shortened",
+        f"{_q('k' * 1001)}: Unknown field", doc=_with(ok, **{"k" * 1001: 1}))
     add(f, "unknown-fields-50", "50 unknown fields", "50 of them, e.g. 'u0', 'u1'",
         doc=_with(ok, **{f"u{i}": i for i in range(50)}))
     add(f, "unknown-fields-3", "3 unknown fields and a bad version: all four told", "u2: Unknown field",
