@@ -760,7 +760,7 @@ def main() -> None:
     parser.add_argument("--baseline-changes", type=int, default=3_000, help="changes per baseline repetition")
     parser.add_argument("--batch", type=int, default=500, help="snapshots per segments_contacts_saved call")
     parser.add_argument("--rate", type=float, default=200.0, help="changes per second in the latency phase")
-    parser.add_argument("--threads", type=int, default=8, help="host request threads in the latency phase")
+    parser.add_argument("--threads", type=int, default=16, help="host request threads in the latency phase")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each latency repetition")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions per figure (the median is shown)")
     parser.add_argument("--concurrency", type=int, default=2, help="the worker's pool size")
@@ -880,6 +880,9 @@ def report(args: Any, n: int, segments: int, changes: int, baseline_changes: int
           f"p50 {fmt(latency.p50_occurred, 1000, ' ms')}; p99 {fmt(latency.p99_occurred, 1000, ' ms')}")  # fmt: skip
     print("  (an event's outbox time is its row's insertion, clock_timestamp(), in the transaction that"
           " then commits: add one commit, a few ms)")  # fmt: skip
+    if med(latency.achieved) < 0.95 * args.rate:
+        print(f"  WARNING: the host reached {med(latency.achieved):,.0f} saves/s, not {args.rate:,.0f}: the machine "
+              "is too busy (or give it more --threads)")  # fmt: skip
     if nudged:
         print(f"  WARNING: {nudged} time(s) no progress for {NUDGE_AFTER:.0f} s: lost messages (a Redis restart?) were "
               "re-sent, as the beat would; the repetitions concerned include that wait")  # fmt: skip

@@ -60,7 +60,9 @@ class SegmentsEngine:
 
     def _deliver(self, events: list[service.EventView]) -> None:
         assert self.pluginmanager is not None
-        self.pluginmanager.hook.segments_membership_changed(events=[event.to_dict() for event in events])
+        from ..tasks.worker import event_payloads
+
+        self.pluginmanager.hook.segments_membership_changed(events=event_payloads(events))
 
     def _notify(self, workspace_id: str, segment: dict[str, Any], change: str) -> None:
         assert self.pluginmanager is not None

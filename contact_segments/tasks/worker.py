@@ -7,10 +7,12 @@ import time.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
+from dataclasses import fields
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from ..service import UnitOfWork
+from ..service import EventView, UnitOfWork
 from ..service.settings import Settings
 from ..storage import make_engine, make_session_factory
 
@@ -19,6 +21,19 @@ if TYPE_CHECKING:
     from celery import Celery
 
     from .dispatch import CeleryDispatcher
+
+
+_EVENT_FIELDS = tuple(field.name for field in fields(EventView))
+
+
+def event_payloads(events: Iterable[EventView]) -> list[dict[str, Any]]:
+    """The events as the host's hook receives them: what ``EventView.to_dict`` gives.
+
+    Every field of an event is a scalar, so a shallow copy is all ``dataclasses.asdict`` (which
+    ``to_dict`` uses) amounts to; but asdict walks and deep-copies each value, which cost about
+    13 us an event here, a third of what delivering it costs the worker.
+    """
+    return [{name: getattr(event, name) for name in _EVENT_FIELDS} for event in events]
 
 
 class WorkerRuntime:
@@ -61,7 +76,7 @@ class WorkerRuntime:
 
     def deliver(self, events: list[Any]) -> None:
         self._fresh()
-        self.hooks.hook.segments_membership_changed(events=[event.to_dict() for event in events])
+        self.hooks.hook.segments_membership_changed(events=event_payloads(events))
 
     def notify(self, workspace_id: str, segment: dict[str, Any], change: str) -> None:
         self._fresh()

@@ -96,7 +96,7 @@ class FaultConfig:
             contacts=_env_int("SEGMENTS_FAULT_CONTACTS", 200),
             ballast=_env_int("SEGMENTS_FAULT_BALLAST", 1500),
             rate=_env_float("SEGMENTS_FAULT_RATE", 40.0),
-            seconds=_env_float("SEGMENTS_FAULT_SECONDS", 15.0),
+            seconds=_env_float("SEGMENTS_FAULT_SECONDS", 10.0),
             redis_restarts=_env_int("SEGMENTS_FAULT_REDIS_RESTARTS", 3),
             db_kills=_env_int("SEGMENTS_FAULT_DB_KILLS", 20),
             seed=_env_int("SEGMENTS_FAULT_SEED", 20261129),
@@ -146,6 +146,7 @@ class Load:
     setup_seconds: float = 0.0
     _variant: dict[str, int] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _no_edits: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _dispatcher: CeleryDispatcher | None = None
@@ -228,12 +229,14 @@ class Load:
             chosen = self.rng.choice(self.hot)
         self._save(self._snapshots(self._hot_snapshot, [chosen]))
 
-    def ballast_change(self, count: int = 500) -> None:
-        """A batch of quiet contacts changed: a long evaluation with few membership changes."""
+    def ballast_change(self, count: int = 500) -> list[str]:
+        """A batch of quiet contacts changed: a long evaluation with few membership changes.
+        Returns their ids."""
         with self._lock:
             chosen = self.rng.sample(self.ballast, min(count, len(self.ballast)))
         self._save(self._snapshots(self._ballast_snapshot, chosen))
         self._count("ballast batches")
+        return chosen
 
     def edit(self, name: str | None = None) -> int:
         """Move a segment to its next rule (a rebuild follows); return its id."""
@@ -273,7 +276,7 @@ class Load:
                 while not self._stop.is_set():
                     began = time.monotonic()
                     self.hot_change()
-                    if edits_per_second and began >= next_edit:
+                    if edits_per_second and began >= next_edit and not self._no_edits.is_set():
                         self.edit()
                         next_edit = began + 1.0 / edits_per_second
                     if ballast_every and began >= next_ballast:
@@ -285,6 +288,10 @@ class Load:
 
         self._thread = threading.Thread(target=run, name="fault-load", daemon=True)
         self._thread.start()
+
+    def stop_edits(self) -> None:
+        """From now on, contact changes only: a rebuild left unfinished stays so."""
+        self._no_edits.set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -567,6 +574,7 @@ __all__ = [
     "FaultConfig",
     "JournalHost",
     "Load",
+    "backlog",
     "check_outcomes",
     "classify",
     "drained",

@@ -59,4 +59,4 @@ def test_worker_connections_killed_under_load(fault_pipeline: Pipeline, fault_co
     }
     figures |= recover(pipeline, load.workspace_id)
     figures |= check_outcomes(pipeline, load, redeliveries_allowed=True)
-    report("database connections killed", figures)
+    report("database_connections_killed", figures)

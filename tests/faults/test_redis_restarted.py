@@ -84,4 +84,4 @@ def test_redis_restarted_under_load(fault_pipeline: Pipeline, fault_config: Faul
     }
     figures |= recover(pipeline, load.workspace_id)
     figures |= check_outcomes(pipeline, load, redeliveries_allowed=False)
-    report("redis restarted", figures)
+    report("redis_restarted", figures)

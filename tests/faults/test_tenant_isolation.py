@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
@@ -34,7 +36,7 @@ from contact_segments.rules import apply
 from contact_segments.service import EventView, InlineDispatcher, NotFound, RuleInput, UnitOfWork
 from contact_segments.storage import Contact, Membership, MembershipEvent, Segment
 
-from .harness import FaultConfig
+from .harness import FaultConfig, report
 from .test_deliveries import iso, view
 
 NOW = 1_750_000_000.0
@@ -49,6 +51,14 @@ RULES = [
 ]
 NAMES = ["VIP", "Malaysia", "Pro", "Leads", "Everyone English"]
 NEVER = 10_000_000  #: a segment id no workspace has
+FIGURES: Counter[str] = Counter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _figures() -> Iterator[None]:
+    yield
+    if FIGURES:
+        report("tenant_isolation", dict(FIGURES))
 
 
 @st.composite
@@ -106,7 +116,7 @@ def snapshot_of(session_factory: sessionmaker[Session]) -> Any:
 
 
 @settings(
-    max_examples=FaultConfig.from_env().examples or 8,
+    max_examples=FaultConfig.from_env().examples or 6,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -212,4 +222,9 @@ def test_no_operation_crosses_workspaces(session_factory: sessionmaker[Session],
         guessed, missing = refusal(listing, event_id), refusal(listing, nowhere)
         assert masked(guessed, here.id, event_id) == masked(missing, here.id, nowhere)
     assert snapshot_of(session_factory) == written, "a refused operation wrote something"
+    FIGURES["examples"] += 1
+    FIGURES["workspaces"] += len(tenants)
+    FIGURES["segments checked"] += len(owner)
+    FIGURES["events checked"] += len(delivered)
+    FIGURES["foreign ids refused like missing ones"] += len(by_segment) + len(by_contact) + bool(their_events)
 

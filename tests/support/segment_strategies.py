@@ -12,12 +12,15 @@ from classic JSONLogic at large:
   custom field in a non-empty literal list;
 * ``missing`` / ``missing_some`` of catalog fields, a bare ``var`` (truthiness), ``true``/``false``;
 * ``!``, ``!!``, ``and``, ``or``, ``if`` (and ``?:``) nesting them, sometimes in the unary shorthand
-  (``{"!": x}``) or with ``var`` in its list forms, which validation normalises.
+  (``{"!": x}``) or with ``var`` in its list forms, which validation normalises; and ``and`` with a
+  guard on one of its fields (``{"!!": [T]}``, ``!missing``), as product conditions write them.
 
 Entry points: :func:`raw_segment_rules` (what a user might send), :func:`segment_rules` (the same,
-through ``validate_segment_rule``: the canonical form the compilers see) and :func:`snapshots` (host
+through ``validate_segment_rule``: the canonical form the compilers see), :func:`contact_sets` (host
 contact snapshots as :func:`~contact_segments.service.snapshots.load_snapshot` accepts them, with
-ISO-8601 timestamps placed on and around the instants the rules compare with).
+ISO-8601 timestamps placed on and around the instants the rules compare with) and
+:func:`seeded_rules` (canonical rules whose literals are often values of given contacts, so that
+comparisons meet the data: ``5 == "5"`` needs a 5 in the very field compared with "5").
 
 The values lean on what JavaScript makes awkward and SQL makes easy to get wrong: null, ``""``,
 ``[]``, numeric strings (``" 2 "``, ``"1e3"``, ``"0x10"``, ``""``), ``-0``, booleans against numbers,
@@ -450,13 +453,11 @@ def seeded_rules(draw: st.DrawFn, contacts: list[dict[str, Any]], depth: int = 3
             ((op, args),) = node.items()
             if op in ("var", "missing", "missing_some"):
                 return node
-            names = (
-                [arg["var"] for arg in args if isinstance(arg, dict) and "var" in arg]
-                if op in _COMPARISONS
-                else []
-            )
-            name = names[0] if names and isinstance(names[0], str) else None
-            return {op: seed(args, pools.get(name, []) if name else [], same_kind)}
+            fields = [arg["var"] for arg in args if isinstance(arg, dict) and "var" in arg]
+            if op not in _COMPARISONS or not fields:
+                return {op: seed(args, [], same_kind)}
+            name = fields[0] if isinstance(fields[0], str) else fields[0][0]  # {"var": [name, default]}
+            return {op: seed(args, pools.get(name, []), same_kind)}
         if not pool or not draw(st.booleans()):
             return node
         fitting = [value for value in pool if not same_kind or _kind(value) == _kind(node)]
