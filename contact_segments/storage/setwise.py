@@ -354,9 +354,13 @@ def _write_diff_postgresql(
     ).subquery("changed")
     ins = select(func.array_agg(entered.c.segment_id).label("s"), func.array_agg(entered.c.contact_id).label("c")).subquery()
     outs = select(func.array_agg(exited.c.segment_id).label("s"), func.array_agg(exited.c.contact_id).label("c")).subquery()
-    statement = select(ins.c.s, ins.c.c, outs.c.s, outs.c.c).select_from(ins.join(outs, true())).add_cte(_append_events_sql(workspace_id, changed, events, lambda c: [c.c.contact_id.collate("C"), c.c.segment_id]))
+    in_order = _append_events_sql(workspace_id, changed, events, lambda c: [c.c.contact_id.collate("C"), c.c.segment_id])
+    statement = select(ins.c.s, ins.c.c, outs.c.s, outs.c.c).select_from(ins.join(outs, true())).add_cte(in_order)
     in_segments, in_contacts, out_segments, out_contacts = session.execute(statement).one()
-    return list(zip(in_segments or (), in_contacts or (), strict=True)), list(zip(out_segments or (), out_contacts or (), strict=True))
+    return (
+        list(zip(in_segments or (), in_contacts or (), strict=True)),
+        list(zip(out_segments or (), out_contacts or (), strict=True)),
+    )
 
 
 def membership_differences(

@@ -52,10 +52,12 @@ def test_worker_connections_killed_under_load(fault_pipeline: Pipeline, fault_co
     finally:
         load.stop()
     assert all(worker.alive for worker in workers), "a worker died of a lost database connection"
+    retried = sum(worker.log.read_text(errors="replace").count(" retry: Retry in ") for worker in workers)
     figures = {
         "connection kill rounds": config.db_kills,
         "connections killed": sum(terminated.values()),
         "of them inside a transaction": terminated["in a transaction"],
+        "tasks retried after a transient database error": retried,
     }
     figures |= recover(pipeline, load.workspace_id)
     figures |= check_outcomes(pipeline, load, redeliveries_allowed=True)

@@ -201,7 +201,18 @@ BEGIN
         BEGIN
             RETURN t::double precision;
         EXCEPTION WHEN numeric_value_out_of_range THEN
-            RETURN CASE WHEN t ~ '[eE]-' THEN 0 WHEN left(t, 1) = '-' THEN '-Infinity' ELSE 'Infinity' END;
+            -- Beyond a double: JavaScript gives 0 for an underflow, +-Infinity for an overflow.
+            BEGIN
+                IF abs(t::numeric) < 1 THEN
+                    RETURN 0;
+                END IF;
+            EXCEPTION WHEN OTHERS THEN  -- beyond numeric too: only the exponent's sign tells
+                IF t ~ '[eE]-' THEN
+                    RETURN 0;
+                END IF;
+            END;
+            RETURN CASE WHEN left(t, 1) = '-' THEN '-Infinity'::double precision
+                        ELSE 'Infinity'::double precision END;
         END;
     ELSIF t ~ '^[+-]?Infinity$' THEN
         RETURN t::double precision;
