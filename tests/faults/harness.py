@@ -405,7 +405,7 @@ def classify(query: str) -> str | None:
 # --------------------------------------------------------------------------- recovery
 
 
-def recover(pipeline: Pipeline, workspace_id: str, *, timeout: float = 120) -> dict[str, Any]:
+def recover(pipeline: Pipeline, workspace_id: str, *, timeout: float = 300) -> dict[str, Any]:
     """Send what the database says is due (:func:`schedule_pending_work`), as the beat would,
     until the workspace is drained twice in a row with the broker's queue empty.
 

@@ -529,6 +529,26 @@ def test_regression(harness: Harness, name: str) -> None:
     assert outcome.python == case.members  # ...and say what JavaScript says
 
 
+@pytest.mark.parametrize("number", [1e300, -1.4162217920978019e63, 1.7976931348623157e308])
+def test_big_floats_keep_their_value_through_storage(
+    harness: Harness, backend: str, request: pytest.FixtureRequest, number: float
+) -> None:
+    """A custom field holding a float of 2**53 or more equals that float, as JavaScript says.
+
+    On PostgreSQL, JSONB prints such a float without a fraction (1e300 as 1 and 300 zeros) and
+    psycopg loads that as a Python int, 10**300, which is not the double 1e300: the Python
+    predicate then compares the int exactly and says no, where SQL (a double) and JavaScript say
+    yes.  ``load_contact_views`` should give custom-field numbers back as JavaScript reads them
+    (an integer beyond 2**53 as the nearest float).
+    """
+    if backend == "postgresql":
+        request.applymarker(
+            pytest.mark.xfail(reason="JSONB loads big floats as exact Python ints", strict=True)
+        )
+    snapshots = [{"id": "big", "version": 1, **_n(number)}, {"id": "other", "version": 1, **_n(1)}]
+    assert harness.members(snapshots, {"==": [N, number]}, now=NOW).python == {"big"}
+
+
 TINY = "0." + "0" * 400 + "1"  # 1e-401 written out: below the smallest double, so 0
 HUGE = "1" + "0" * 400  # 1e400 written out: above the largest double, so Infinity
 OUT_OF_RANGE = {

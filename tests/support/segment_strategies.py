@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from decimal import Decimal
 from functools import cache
 from typing import Any
 
@@ -121,10 +122,24 @@ SHARED: list[Any] = [
     None, True, False, 0, 1, 2, 5, -1, 0.5, "", " ", "0", "1", "5", " 5 ", "5.0", "0x5", "abc", "true", "a😀b",
 ]  # fmt: skip
 shared = st.sampled_from(SHARED)
+
+
+def _survives_jsonb(number: float) -> bool:
+    """Whether a number loads back from PostgreSQL JSONB as the same JavaScript number.
+
+    A float of 2**53 or more is written without a fraction, and psycopg loads it as a Python
+    ``int`` holding its shortest decimal exactly, e.g. 1e300 comes back as ``10**300``, which is
+    not the double 1e300 (a known storage bug, pinned by an xfail in test_sql_equivalence.py).
+    """
+    return not isinstance(number, float) or abs(number) < 2**53 or Decimal(repr(number)) == Decimal(number)
+
+
 custom_values: SearchStrategy[Any] = _choose(
+    shared, shared, shared, st.none(), st.booleans(), numbers.filter(_survives_jsonb), strings
+)
+custom_literals: SearchStrategy[Any] = _choose(
     shared, shared, shared, st.none(), st.booleans(), numbers, strings
 )
-custom_literals: SearchStrategy[Any] = custom_values
 #: What ``in`` looks for in a string: the empty string and single characters find the most.
 needles: SearchStrategy[str] = _choose(
     st.sampled_from(["", "", "a", "A", "@", "acme", "5", "1", " ", "%", "_", "😀", "\u0663"]), strings
