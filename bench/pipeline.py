@@ -24,22 +24,32 @@ It reports, per repetition and as the median of ``--repeat``:
   takes the contact's pending bits and runs the same ``evaluate_contacts`` as the engine).
   Its measured rate is the plain one-change-per-task Celery pipeline on this machine.
 * **latency** - changes at a steady ``--rate`` (200/s) for ``--seconds``, each one
-  ``segments_contact_saved`` hook call (a contact saved in a request thread), timestamped with
-  ``time.time()`` just before the call; its event's time is when the row entered the outbox,
-  from a column the benchmark adds to its own schema (``bench_inserted_at DEFAULT
-  clock_timestamp()``).  PostgreSQL runs on this machine, so both are the same system clock
-  (CLOCK_REALTIME).  p50 and p99 over the changes of a repetition, then the median of those.
-  (``occurred_at``, the instant the evaluation started, is shown beside for reference.)
+  ``segments_contact_saved`` hook call (a contact saved in a request), made by ``--threads``
+  host threads (a platform's request workers) and timestamped with ``time.time()`` just before
+  the call; its event's time is when the row entered the outbox, from a column the benchmark
+  adds to its own schema (``bench_inserted_at DEFAULT clock_timestamp()``).  PostgreSQL runs on
+  this machine, so both are the same system clock (CLOCK_REALTIME).  p50 and p99 over the
+  changes of a repetition, then the median of those.  (``occurred_at``, the instant the
+  evaluation started, and the hook call's own duration are shown beside.)
+* **CPU per change** - the CPU time of the host (this process), the worker (its process
+  group) and the PostgreSQL processes serving both (by ``application_name``), from /proc,
+  over each phase including the deliveries; and the rate 2 cores would give at that cost.
+  On a shared machine wall-clock rates move with everyone else's load; these do not much.
+* **Celery alone** - one no-op task per change (it only counts itself in Redis): what the
+  broker and the worker cost before any work.
 
 The worker runs with ``--loglevel=warning`` (at ``info`` Celery logs two lines per task, which
-would slow the baseline most).  Its log is kept next to the schema name in the temp directory.
+would slow the baseline most).  Its log is in the temp directory, named after the schema.
+No beat runs; if nothing moves for 15 s (a message lost, e.g. to a Redis restart) the
+benchmark sends what the beat would (``segments.schedule_pending_work``) and says so.
 
 Connections: ``--db`` / ``$SEGMENTS_BENCH_DATABASE_URL`` (default
 ``postgresql+psycopg://postgres@127.0.0.1:5432/test``) and ``--broker`` /
 ``$SEGMENTS_BENCH_BROKER_URL`` (default ``redis://127.0.0.1:6379/13``: a Redis database of the
 benchmark's own; only the keys Celery and the coalescer use there are deleted, before and after).
-If either is unreachable it says so and exits 0 (skipped).  The worker and the schema are
-removed on exit, whatever happens (``--keep`` keeps the schema).
+If either is unreachable it says so and exits 0 (skipped).  A run holds advisory locks on its
+schema and broker, so a second run stops instead of disturbing it.  The worker and the schema
+are removed on exit, whatever happens short of SIGKILL (``--keep`` keeps the schema).
 
 Run: ``python bench/pipeline.py [--contacts N] [--repeat R]`` (``tox -e bench``).
 """
@@ -67,6 +77,7 @@ from typing import Any
 from sqlalchemy import Engine, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
 
 DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEFAULT_BROKER = "redis://127.0.0.1:6379/13"
@@ -397,13 +408,18 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _proc_cpu(pid: int) -> tuple[int, float] | None:
-    """(process group, CPU seconds) of a process, from /proc; None if it is gone."""
+    """(process group, CPU seconds) of a process, from /proc (``schedstat``'s nanoseconds where
+    the kernel keeps them, else ``stat``'s clock ticks); None if it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[2]), (int(fields[11]) + int(fields[12])) / TICKS
+    try:
+        cpu = int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        cpu = (int(fields[11]) + int(fields[12])) / TICKS
+    return int(fields[2]), cpu
 
 
 @dataclass
@@ -421,8 +437,7 @@ class CpuMeter:
 
     def sample(self) -> dict[str, dict[int, float]]:
         """CPU seconds so far, by party and process id."""
-        usage = os.times()
-        sample: dict[str, dict[int, float]] = {"host": {0: usage.user + usage.system}, "worker": {}, "postgres": {}}
+        sample: dict[str, dict[int, float]] = {"host": {0: time.process_time()}, "worker": {}, "postgres": {}}
         if self.worker is not None and self.worker.process is not None:
             group = self.worker.process.pid
             for entry in Path("/proc").iterdir():
@@ -766,6 +781,27 @@ def terminate(signum: int, _frame: Any) -> None:
 
 
 @contextmanager
+def exclusive(db: str, *resources: str) -> Iterator[None]:
+    """Hold PostgreSQL advisory locks on ``resources`` (a schema, a Redis database) for the run,
+    so a second run started meanwhile stops instead of dropping this one's schema or taking its
+    messages."""
+    from contact_segments.storage import make_engine
+
+    engine = make_engine(db, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            for resource in resources:
+                key = f"contact-segments bench {resource}"
+                if not connection.scalar(text("SELECT pg_try_advisory_lock(hashtext(:key))"), {"key": key}):
+                    raise SystemExit(f"another benchmark run is using {resource}; wait for it, or give this one "
+                                     "another --schema / --broker")  # fmt: skip
+            connection.commit()
+            yield
+    finally:
+        engine.dispose()  # closing the session releases the locks
+
+
+@contextmanager
 def cleanup(db: str, schema: str, broker: str, keep: bool) -> Iterator[list[WorkerProcess]]:
     workers: list[WorkerProcess] = []
     try:
@@ -819,7 +855,8 @@ def main() -> None:
 
     from contact_segments.storage import make_engine
 
-    with cleanup(args.db, args.schema, args.broker, args.keep) as workers:
+    with exclusive(args.db, f"schema {args.schema}", f"broker {args.broker}"), \
+            cleanup(args.db, args.schema, args.broker, args.keep) as workers:  # fmt: skip
         clear_broker(args.broker)
         reset_schema(args.db, args.schema)
         engine = make_engine(db, pool_size=2)

@@ -41,6 +41,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
 
 from contact_segments import service
 from contact_segments.service import UnitOfWork
@@ -144,21 +145,33 @@ def server_cpu(engine: Engine, application_name: str) -> float:
             text("SELECT pid FROM pg_stat_activity WHERE application_name = :name"),
             {"name": application_name},
         ).scalars().all()
-    total = 0.0
-    for pid in pids:
-        try:
-            stat = open(f"/proc/{pid}/stat").read()  # noqa: SIM115
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        total += (int(fields[11]) + int(fields[12])) / TICKS
-    return total
+    return sum(process_cpu(pid) for pid in pids)
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds a process has used: /proc/<pid>/schedstat (nanoseconds), else /proc/<pid>/stat
+    (clock ticks); 0 if it is gone."""
+    try:
+        return int(open(f"/proc/{pid}/schedstat").read().split()[0]) / 1e9  # noqa: SIM115
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        stat = open(f"/proc/{pid}/stat").read()  # noqa: SIM115
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 @dataclass
 class Sample:
     wall: float  # seconds
-    cpu: float  # seconds: this process plus the server processes of its connections
+    client: float  # CPU seconds of this process
+    server: float  # CPU seconds of the server processes of its connections
+
+    @property
+    def cpu(self) -> float:
+        return self.client + self.server
 
 
 def timed(engine: Engine, application_name: str, function: Any) -> tuple[Sample, Any]:
@@ -168,7 +181,7 @@ def timed(engine: Engine, application_name: str, function: Any) -> tuple[Sample,
     result = function()
     wall = time.perf_counter() - start
     client = time.process_time() - client
-    return Sample(wall, client + server_cpu(engine, application_name) - server), result
+    return Sample(wall, client, server_cpu(engine, application_name) - server), result
 
 
 # --------------------------------------------------------------------------- the data
@@ -326,11 +339,18 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, terminate)  # so the schema is dropped on a kill too
     try:
-        reset_schema(args.db, args.schema)
+        lock = make_engine(args.db, poolclass=NullPool, connect_args={"connect_timeout": 5}).connect()
     except OperationalError as error:
         reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
         print(f"tick benchmark skipped: PostgreSQL is unreachable at {args.db} ({reason})")
         return
+    # Held for the run, so a second run started meanwhile stops instead of dropping this one's schema.
+    key = f"contact-segments bench schema {args.schema}"
+    if not lock.scalar(text("SELECT pg_try_advisory_lock(hashtext(:key))"), {"key": key}):
+        lock.close()
+        raise SystemExit(f"another benchmark run is using schema {args.schema!r}; wait for it, or give --schema")
+    lock.commit()
+    reset_schema(args.db, args.schema)
     engine = make_engine(schema_url(args.db, args.schema), pool_size=2)
     monitor = make_engine(args.db, pool_size=1)
     try:
@@ -354,6 +374,7 @@ def main() -> None:
         monitor.dispose()
         if not args.keep:
             reset_schema(args.db, args.schema, create=False)
+        lock.close()  # releases the advisory lock
 
     med = statistics.median
     tick, rebuild = med(s.wall for s in ticks), med(s.wall for s in rebuilds)
@@ -372,6 +393,9 @@ def main() -> None:
     verdict = " ok" if ratio >= 100 else " MISSED"
     print(f"{'rebuild / tick':<48}{ratio:>11,.0f}x{cpu_ratio:>11,.0f}x{'>= 100x':>12}{verdict}")
     print("\n  CPU: this process plus the PostgreSQL server processes of its connections")
+    for label, samples in (("tick", ticks), ("rebuild", rebuilds)):
+        client, server = med(s.client for s in samples), med(s.server for s in samples)
+        print(f"  {label}: client {client * 1000:,.1f} ms, server {server * 1000:,.1f} ms (medians)")
     print(f"  ticks (ms): {', '.join(f'{s.wall * 1000:.1f}' for s in ticks)}")
     print(f"  rebuilds (ms): {', '.join(f'{s.wall * 1000:,.0f}' for s in rebuilds)}")
 

@@ -21,7 +21,7 @@ from .conftest import POSTGRESQL_ONLY
 from .harness import APPLICATION_PREFIX, FaultConfig, Load, check_outcomes, recover, report, start_workers
 
 _config = FaultConfig.from_env()
-pytestmark = [pytest.mark.redis, pytest.mark.timeout(300 + 3 * _config.seconds + 5 * _config.db_kills)]
+pytestmark = [pytest.mark.worker_faults, pytest.mark.redis, pytest.mark.timeout(300 + 3 * _config.seconds + 5 * _config.db_kills)]
 
 TERMINATE = text(
     "SELECT state, pg_terminate_backend(pid) FROM pg_stat_activity "

@@ -22,7 +22,7 @@ from .conftest import POSTGRESQL_ONLY
 from .harness import FaultConfig, Load, check_outcomes, recover, report, start_workers
 
 _config = FaultConfig.from_env()
-pytestmark = [pytest.mark.redis, pytest.mark.timeout(300 + 3 * _config.seconds + 30 * _config.redis_restarts)]
+pytestmark = [pytest.mark.worker_faults, pytest.mark.redis, pytest.mark.timeout(300 + 3 * _config.seconds + 30 * _config.redis_restarts)]
 
 REDIS_SERVER = [
     "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",

@@ -38,7 +38,7 @@ from .harness import (
     worker_backends,
 )
 
-pytestmark = [pytest.mark.redis, pytest.mark.timeout(300 + 30 * FaultConfig.from_env().kills)]
+pytestmark = [pytest.mark.worker_faults, pytest.mark.redis, pytest.mark.timeout(300 + 30 * FaultConfig.from_env().kills)]
 
 SLOTS = 3  #: workers side by side: while one starts again, the others take the load
 CONCURRENCY = 1

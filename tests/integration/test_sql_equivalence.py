@@ -129,14 +129,14 @@ class Harness:
         python = {cid for cid, view in views.items() if predicate({**view, "now": now})}
         condition = rule_to_sql(rule, self.columns, now=now)
         scope = CONTACTS.c.workspace_id == workspace_id
-        # Two statements: the condition in WHERE (with count(*) of the rows it keeps), and in the
+        # The condition in WHERE (the ids, and count(*) as member counts take it), and in the
         # SELECT list, where SQLite evaluates both sides of every AND and OR and a NULL shows.
-        selected = select(CONTACTS.c.id, func.count().over()).where(scope, condition)
-        rows = session.execute(selected).tuples().all()
+        selected = select(CONTACTS.c.id).where(scope, condition)
+        counted = select(func.count()).select_from(CONTACTS).where(scope, condition)
         return Outcome(
             python=python,
-            sql={cid for cid, _ in rows},
-            sql_count=rows[0][1] if rows else 0,
+            sql=set(session.scalars(selected)),
+            sql_count=session.scalar(counted) or 0,
             sql_values=dict(session.execute(select(CONTACTS.c.id, condition).where(scope)).tuples().all()),
             statement=selected,
             dialect=session.get_bind().dialect,

@@ -72,6 +72,9 @@ STRINGS: list[str] = [
 ]  # fmt: skip
 """Strings for string fields, custom fields, tags and rule literals alike, so that they meet."""
 
+#: Numeric strings beyond a double: Number() gives +-Infinity or 0 (written out, 400 digits).
+STRINGS += ["1e400", "-1e400", "1e-400", "0." + "0" * 400 + "1", "1" + "0" * 400]
+
 TAGS: list[str] = ["vip", "VIP", "promotion", "lead", "", "1", "a😀b", "a,b", "%"]
 CHANNELS: list[str] = ["whatsapp", "WhatsApp", "email", "sms", ""]
 CUSTOM_KEYS: list[str] = ["n", "score", "plan"]

@@ -74,12 +74,14 @@ class Worker:
     name: str = "worker"
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _offset: int = field(default=0, repr=False)
+    _terminated: bool = field(default=False, repr=False)
 
     def start(self, *, wait: bool = True) -> Worker:
         """Start the subprocess; with ``wait``, return once it is ready to take tasks."""
         command = [sys.executable, "-m", "contact_segments.cli", "worker",
                    f"--concurrency={self.concurrency}", "--loglevel=info"]  # fmt: skip
         self._offset = self.log.stat().st_size if self.log.exists() else 0
+        self._terminated = False
         with self.log.open("ab") as output:
             self.process = subprocess.Popen(
                 command, env=self.env, cwd=REPO, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
@@ -112,10 +114,11 @@ class Worker:
             self.process.wait(timeout=30)
 
     def terminate(self) -> None:
-        """Ask for a warm shutdown (SIGTERM) without waiting for it."""
-        if self.alive:
+        """Ask for a warm shutdown (SIGTERM, once) without waiting for it."""
+        if self.alive and not self._terminated:
             assert self.process is not None
             self.process.send_signal(signal.SIGTERM)
+            self._terminated = True
 
     def stop(self) -> None:
         """A warm shutdown, waited for (30 s at most, then a kill)."""
