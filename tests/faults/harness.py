@@ -24,13 +24,15 @@ which ``docs/RELIABILITY.md`` is refreshed.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -170,10 +172,6 @@ class Load:
         """The workspace, its five defaults and our segments, all built while it has no contact;
         then the contacts, evaluated; then nothing pending or undelivered."""
         began = time.monotonic()
-        if os.environ.get("SEGMENTS_FAULT_AUDIT"):  # TEMPORARY DIAGNOSTIC
-            with self.pipeline.session_factory() as session:
-                session.connection().exec_driver_sql(open(os.environ["SEGMENTS_FAULT_AUDIT"]).read())
-                session.commit()
         service.create_workspace(self.uow(), self.workspace_id, name="Faults", timezone="UTC", now=time.time())
         for name, rules in EDITABLE.items():
             view = service.create_segment(self.uow(), self.workspace_id, name=name, rule=RuleInput(rule=rules[0]), now=time.time())
@@ -501,15 +499,6 @@ def check_outcomes(pipeline: Pipeline, load: Load, *, redeliveries_allowed: bool
     lost = 0
     for (segment_id, contact_id), kinds in streams.items():
         expected = ["entered", "exited"] * (len(kinds) // 2) + ["entered"] * (len(kinds) % 2)
-        if kinds != expected and os.environ.get("SEGMENTS_FAULT_AUDIT"):  # TEMPORARY DIAGNOSTIC
-            with pipeline.session_factory() as session:
-                rows = session.execute(text(
-                    "SELECT a.txid, a.op, a.segment_id, a.contact_id, a.kind, a.at, a.app, a.query FROM audit_log a "
-                    "WHERE a.txid IN (SELECT txid FROM audit_log WHERE segment_id = :s AND contact_id = :c) "
-                    "AND (a.contact_id = :c OR a.segment_id = :s) ORDER BY a.id"), {"s": segment_id, "c": contact_id}).all()
-            with open("/tmp/diag/audit_dump.txt", "w") as out:
-                for row in rows:
-                    out.write(" | ".join(str(v) for v in row) + "\n")
         assert kinds == expected, f"segment {segment_id}, contact {contact_id}: events {kinds}"
         if (kinds[-1] == "entered") != (contact_id in members.get(segment_id, set())):
             lost += 1
@@ -556,8 +545,7 @@ def check_outcomes(pipeline: Pipeline, load: Load, *, redeliveries_allowed: bool
 
 
 def report(test: str, figures: dict[str, Any]) -> None:
-    """Print the figures; add them to the JSON file ``$SEGMENTS_RELIABILITY_REPORT`` if set (under
-    the key ``test``, next to what other tests wrote there; replaced whole, never half-written)."""
+    """Print the figures; add them to the JSON file ``$SEGMENTS_RELIABILITY_REPORT`` if set."""
     print(f"\nreliability figures of {test}:")
     for name, value in figures.items():
         print(f"  {name}: {value}")
@@ -565,15 +553,20 @@ def report(test: str, figures: dict[str, Any]) -> None:
     if not target:
         return
     path = Path(target)
-    try:
-        document = json.loads(path.read_text("utf-8")) if path.exists() else {}
-    except ValueError:
-        document = {}
-    document = document if isinstance(document, dict) else {}
-    document[test] = {"at": datetime.now(UTC).isoformat(timespec="seconds"), **figures}
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", "utf-8")
-    partial.replace(path)
+    with _locked(path.with_name(path.name + ".lock")):
+        document = json.loads(path.read_text()) if path.exists() and path.stat().st_size else {}
+        document[test] = {"at": datetime.now(UTC).isoformat(timespec="seconds"), **figures}
+        path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 __all__ = [
