@@ -171,12 +171,14 @@ def bench_engine(url: str, schema: str) -> Engine:
     return make_engine(url, connect_args={"options": f"-c search_path={schema}"}, pool_size=2)
 
 
-def reset_schema(url: str, schema: str) -> None:
+def reset_schema(url: str, schema: str, *, create: bool = True) -> None:
+    """Drop the benchmark's schema with everything in it, and (with ``create``) make it anew."""
     engine = make_engine(url)
     try:
         with engine.begin() as connection:
             connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+            if create:
+                connection.execute(text(f'CREATE SCHEMA "{schema}"'))
     finally:
         engine.dispose()
 
@@ -463,7 +465,7 @@ def main() -> None:
         per_contact = sum(changes) / (targeted.work * len(targeted.samples))
         print(f"{args.mix} mix: the targeted evaluation made {per_contact:.2f} membership changes per changed contact")
     if not args.keep:
-        reset_schema(args.db, args.schema)
+        reset_schema(args.db, args.schema, create=False)
 
 
 if __name__ == "__main__":
