@@ -16,13 +16,16 @@ Each step is applied one of two ways, alternating, each timed in the same run:
   so the next tick covers one step too.
 
 The figures are medians (``--ticks`` ticks, ``--rebuilds`` rebuilds; one untimed tick first);
-the ratio is rebuild time / tick time.  At the end every segment's members are checked against
-a hand-written predicate at the last instant.  A tick's time includes its commit.
+the ratio is rebuild time / tick time.  Beside each time, its CPU: this process plus the
+PostgreSQL processes serving its connections (by ``application_name``, from /proc), which moves
+less with the machine's other load.  At the end every segment's members are checked against a
+hand-written predicate at the last instant.  A tick's time includes its commit.
 
 The benchmark works in its own schema (``--schema``, default ``bench_tick``, dropped and
 recreated; dropped afterwards unless ``--keep``) via ``search_path``.  Database: ``--db`` or
 ``$SEGMENTS_BENCH_DATABASE_URL`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``).
-If PostgreSQL is unreachable it says so and exits 0 (skipped).
+If PostgreSQL is unreachable it says so and exits 0 (skipped).  A run holds an advisory lock on
+its schema, so a second run stops instead of dropping it.
 
 Run: ``python bench/tick.py [--contacts N]`` (``tox -e bench``).
 """

@@ -373,7 +373,8 @@ def rebuild_segment(
 
     Each batch locks the segment row and checks its rule version first: once the rule has moved
     past ``rule_version`` (or the segment is gone) the rebuild stops and reports itself stale.
-    A first build writes one "built" event with the member count instead of per-contact events.
+    A first build writes one "built" event with the member count instead of per-contact events
+    (only while the segment has never been built: asked again later, it is an ordinary rebuild).
     Like any evaluation, each batch runs at ``now`` or at the workspace's last tick if that is
     later (see :func:`evaluation_instant`), so a rebuild never undoes a flip a tick applied.
 
@@ -417,13 +418,19 @@ def rebuild_segment(
                 return RebuildResult(segment_id, len(total.entered), len(total.exited), 0, stale=True)
             if rule_version is not None and segment.rule_version != rule_version:
                 return RebuildResult(segment_id, len(total.entered), len(total.exited), 0, stale=True)
+            # A first build writes no per-contact event only while the segment has never been
+            # built.  The same command delivered again once it has been (at least once: a worker
+            # that died before acknowledging it) reconciles like any rebuild, with an event for
+            # each contact it moves; silent, it would apply a pending change or a due flip
+            # without its event, and the evaluation or tick that follows would find nothing to do.
+            silent = first_build and segment.built_version == 0
             total.extend(
                 rebuild_batch(
-                    uow.session, segment, after=after, upto=upto, contact_ids=ids, now=at, cause=cause, events=not first_build
+                    uow.session, segment, after=after, upto=upto, contact_ids=ids, now=at, cause=cause, events=not silent
                 )
             )
             if number == len(batches):
-                if first_build and segment.built_version == 0:  # once, however often it is asked
+                if silent:  # one "built" event, however often the first build is asked for
                     q.append_events(uow.session, [built_event(segment, setwise.member_count(uow.session, segment.id), at)])
                 segment.built_version = segment.rule_version
             uow.commit()

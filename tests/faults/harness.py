@@ -24,15 +24,14 @@ which ``docs/RELIABILITY.md`` is refreshed.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import random
 import threading
 import time
+import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,12 +53,15 @@ from tests.support.reference_host import HostRejected, ReferenceHost
 from tests.support.workers import Pipeline, Worker, wait_for
 
 REPORT_ENV = "SEGMENTS_RELIABILITY_REPORT"
-APPLICATION_PREFIX = "segments-fault-"
-"""The ``application_name`` of every fault-test worker's database connections starts so."""
-FAULT_BROKER_DB = 11
-"""The fault tests' Redis database (the end-to-end tests use 15, bench/pipeline.py 13), flushed around each test."""
+APPLICATION_PREFIX = f"segments-fault-{os.getpid()}-"
+"""The ``application_name`` of this test run's workers' database connections starts so (the
+process id keeps another run's connections out of reach of our ``pg_terminate_backend``)."""
+FAULT_BROKER_DBS = (11, 12, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1)
+"""The Redis databases a fault-test run may claim, first free first (the end-to-end tests use 15,
+``bench/pipeline.py`` 13): see :func:`claim_broker_db`."""
+CLAIM_KEY = "segments:fault-tests:broker-db:{}"
+"""Where a run records its claim on a Redis database (in database 0)."""
 DAY = 86_400.0
-WORKSPACE = "ws-faults"
 
 
 def _env_int(name: str, default: int) -> int:
@@ -141,7 +143,7 @@ class Load:
 
     pipeline: Pipeline
     config: FaultConfig
-    workspace_id: str = WORKSPACE
+    workspace_id: str = field(default_factory=lambda: f"ws-faults-{uuid.uuid4().hex[:8]}")
     versions: dict[str, int] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
     errors: list[BaseException] = field(default_factory=list)
@@ -301,6 +303,44 @@ class Load:
         if self._thread is not None:
             self._thread.join(timeout=120)
         assert not self.errors, f"the load failed: {self.errors[0]!r}"
+
+
+# --------------------------------------------------------------------------- the broker
+
+
+def claim_broker_db(redis_url: str) -> int:
+    """A Redis database of this run's own: the first of :data:`FAULT_BROKER_DBS` that no other
+    live run has claimed.  Two runs on one machine (a developer's and a CI clone's) would
+    otherwise flush each other's queues and run each other's tasks."""
+    client = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/0")
+    try:
+        for number in FAULT_BROKER_DBS:
+            key = CLAIM_KEY.format(number)
+            if client.set(key, os.getpid(), nx=True, ex=6 * 3600) or client.get(key) == str(os.getpid()).encode():
+                return number
+    finally:
+        client.close()
+    raise RuntimeError(f"every Redis database of {FAULT_BROKER_DBS} is claimed by another fault-test run")
+
+
+def reclaim_broker_db(redis_url: str, number: int) -> None:
+    """Record the claim again (a Redis restart forgets it: the server keeps nothing)."""
+    client = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/0")
+    try:
+        client.set(CLAIM_KEY.format(number), os.getpid(), ex=6 * 3600)
+    finally:
+        client.close()
+
+
+def release_broker_db(redis_url: str, number: int) -> None:
+    client = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/0")
+    try:
+        if client.get(CLAIM_KEY.format(number)) == str(os.getpid()).encode():
+            client.delete(CLAIM_KEY.format(number))
+    except redis.RedisError:
+        pass  # gone with a restart: nothing to release
+    finally:
+        client.close()
 
 
 # --------------------------------------------------------------------------- workers
@@ -545,7 +585,8 @@ def check_outcomes(pipeline: Pipeline, load: Load, *, redeliveries_allowed: bool
 
 
 def report(test: str, figures: dict[str, Any]) -> None:
-    """Print the figures; add them to the JSON file ``$SEGMENTS_RELIABILITY_REPORT`` if set."""
+    """Print the figures; add them to the JSON file ``$SEGMENTS_RELIABILITY_REPORT`` if set (under
+    the key ``test``, next to what other tests wrote there; replaced whole, never half-written)."""
     print(f"\nreliability figures of {test}:")
     for name, value in figures.items():
         print(f"  {name}: {value}")
@@ -553,30 +594,28 @@ def report(test: str, figures: dict[str, Any]) -> None:
     if not target:
         return
     path = Path(target)
-    with _locked(path.with_name(path.name + ".lock")):
-        document = json.loads(path.read_text()) if path.exists() and path.stat().st_size else {}
-        document[test] = {"at": datetime.now(UTC).isoformat(timespec="seconds"), **figures}
-        path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    try:
+        document = json.loads(path.read_text("utf-8")) if path.exists() else {}
+    except ValueError:
+        document = {}
+    document = document if isinstance(document, dict) else {}
+    document[test] = {"at": datetime.now(UTC).isoformat(timespec="seconds"), **figures}
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", "utf-8")
+    partial.replace(path)
 
 
 __all__ = [
     "APPLICATION_PREFIX",
-    "FAULT_BROKER_DB",
+    "FAULT_BROKER_DBS",
     "Backend",
     "FaultConfig",
     "JournalHost",
     "Load",
     "backlog",
+    "claim_broker_db",
+    "reclaim_broker_db",
+    "release_broker_db",
     "check_outcomes",
     "classify",
     "drained",

@@ -221,3 +221,25 @@ def test_a_stale_snapshot_between_two_newer_ones_changes_nothing(session_factory
         service.upsert_contacts(uow, workspace_id, [{"id": "c1", "version": version, **fields}], now=NOW)
     assert [e.kind for e in host.events if e.segment_id == promo] == ["built", "entered"]
     assert membership(session_factory, workspace_id) >= {(promo, "c1")}
+
+
+def test_a_first_build_delivered_again_after_the_build_moves_no_contact_silently(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """A first build writes no per-contact events (one "built" event instead).  Delivered again
+    once the segment is built (a worker that died before acknowledging the message: Celery
+    delivers at least once), it must not move a contact silently: here a contact saved but not
+    yet evaluated would enter with no "entered" event, and its evaluation would find nothing
+    left to do."""
+    host = Host()
+    uow, workspace_id, segments = new_workspace(session_factory, host)
+    vip = next(s for s, rule in segments.items() if rule == RULES["VIP or Singapore"])
+    bare = UnitOfWork(session_factory)  # stores, evaluates nothing: the evaluation is pending
+    service.upsert_contacts(bare, workspace_id, [{"id": "c1", "version": 1, "tags": ["vip"]}], now=NOW)
+
+    service.rebuild_segment(uow, workspace_id, vip, rule_version=1, now=NOW, first_build=True)  # again
+    service.evaluate_pending(uow, workspace_id, now=NOW)
+    service.deliver_events(uow, workspace_id, host, now=NOW)
+
+    assert (vip, "c1") in membership(session_factory, workspace_id)
+    assert [e.kind for e in host.events if e.segment_id == vip] == ["built", "entered"]

@@ -19,7 +19,7 @@ import redis
 from tests.support.workers import Pipeline, wait_for
 
 from .conftest import POSTGRESQL_ONLY
-from .harness import FaultConfig, Load, check_outcomes, recover, report, start_workers
+from .harness import FaultConfig, Load, check_outcomes, reclaim_broker_db, recover, report, start_workers
 
 _config = FaultConfig.from_env()
 pytestmark = [pytest.mark.worker_faults, pytest.mark.redis, pytest.mark.timeout(300 + 3 * _config.seconds + 30 * _config.redis_restarts)]
@@ -54,7 +54,9 @@ def restart_redis(client: redis.Redis) -> float:
 
 
 @POSTGRESQL_ONLY
-def test_redis_restarted_under_load(fault_pipeline: Pipeline, fault_config: FaultConfig, redis_url: str) -> None:
+def test_redis_restarted_under_load(
+    fault_pipeline: Pipeline, fault_config: FaultConfig, redis_url: str, fault_broker_db: int
+) -> None:
     pipeline, config = fault_pipeline, fault_config
     client = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=5)
     workers = start_workers(pipeline, 2)
@@ -69,6 +71,7 @@ def test_redis_restarted_under_load(fault_pipeline: Pipeline, fault_config: Faul
             load.edit()  # a rebuild in flight, or its message queued, when Redis goes
             load.ballast_change()
             downtime.append(restart_redis(client))
+            reclaim_broker_db(redis_url, fault_broker_db)  # the restart forgot our claim on the database
         time.sleep(pause)
     finally:
         try:
