@@ -74,8 +74,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pgscratch import execute, reset_schema, schema_url, vacuum
 from sqlalchemy import Engine, select, text, update
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
@@ -287,26 +287,6 @@ class WorkerProcess:
 # --------------------------------------------------------------------------- database and broker
 
 
-def schema_url(url: str, schema: str) -> str:
-    """``url`` with connections in ``schema`` (``search_path``), named after it (``application_name``,
-    so the CPU meter finds their server processes)."""
-    query = {"options": f"-csearch_path={schema}", "application_name": schema}
-    return make_url(url).update_query_dict(query).render_as_string(hide_password=False)
-
-
-def reset_schema(url: str, schema: str, *, create: bool = True) -> None:
-    from contact_segments.storage import make_engine
-
-    engine = make_engine(url)
-    try:
-        with engine.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-            if create:
-                connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    finally:
-        engine.dispose()
-
-
 BROKER_KEY_PATTERNS = (
     "celery",  # the queue
     "celery\x06\x16*",  # its priority sub-queues
@@ -354,19 +334,9 @@ def check_services(db: str, broker: str) -> None:
         client.close()
 
 
-def execute(engine: Engine, sql: str, **params: Any) -> Any:
-    with engine.begin() as connection:
-        return connection.execute(text(sql), params)
-
-
 def scalar(engine: Engine, sql: str, **params: Any) -> Any:
     with engine.connect() as connection:
         return connection.execute(text(sql), params).scalar()
-
-
-def vacuum(engine: Engine, *tables: str) -> None:
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.execute(text(f"VACUUM (ANALYZE) {', '.join(tables)}"))
 
 
 def setup(engine: Engine, count: int, now: float) -> int:

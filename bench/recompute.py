@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pgscratch import execute, reset_schema, vacuum
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
@@ -169,28 +170,6 @@ def timed(function: Callable[[], Any]) -> float:
 
 def bench_engine(url: str, schema: str) -> Engine:
     return make_engine(url, connect_args={"options": f"-c search_path={schema}"}, pool_size=2)
-
-
-def reset_schema(url: str, schema: str, *, create: bool = True) -> None:
-    """Drop the benchmark's schema with everything in it, and (with ``create``) make it anew."""
-    engine = make_engine(url)
-    try:
-        with engine.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-            if create:
-                connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    finally:
-        engine.dispose()
-
-
-def execute(engine: Engine, sql: str, **params: Any) -> Any:
-    with engine.begin() as connection:
-        return connection.execute(text(sql), params)
-
-
-def vacuum(engine: Engine, *tables: str) -> None:
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.execute(text(f"VACUUM (ANALYZE) {', '.join(tables)}"))
 
 
 def segments_by_key(engine: Engine) -> dict[str, tuple[int, int]]:

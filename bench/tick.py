@@ -41,8 +41,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from pgscratch import execute, reset_schema, schema_url, vacuum
 from sqlalchemy import Engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
@@ -105,34 +105,6 @@ FROM (
 
 
 # --------------------------------------------------------------------------- plumbing
-
-
-def schema_url(url: str, schema: str) -> str:
-    """``url`` with connections in ``schema`` (``search_path``), named after it (``application_name``,
-    so their server processes' CPU time can be read)."""
-    query = {"options": f"-csearch_path={schema}", "application_name": schema}
-    return make_url(url).update_query_dict(query).render_as_string(hide_password=False)
-
-
-def reset_schema(url: str, schema: str, *, create: bool = True) -> None:
-    engine = make_engine(url, connect_args={"connect_timeout": 5})
-    try:
-        with engine.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-            if create:
-                connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    finally:
-        engine.dispose()
-
-
-def execute(engine: Engine, sql: str, **params: Any) -> Any:
-    with engine.begin() as connection:
-        return connection.execute(text(sql), params)
-
-
-def vacuum(engine: Engine, *tables: str) -> None:
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.execute(text(f"VACUUM (ANALYZE) {', '.join(tables)}"))
 
 
 TICKS = os.sysconf("SC_CLK_TCK")
