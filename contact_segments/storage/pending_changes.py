@@ -10,6 +10,7 @@ that changed.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import cast
 
 from sqlalchemy import Table, select, update
@@ -21,9 +22,16 @@ from .queries import BATCH_SIZE, batched
 _contacts = cast(Table, Contact.__table__)
 
 
+@lru_cache(maxsize=4096)
 def fields_of(mask: int) -> frozenset[str]:
     """The tracked field names whose bits are set in ``mask``."""
     return frozenset(name for bit, name in enumerate(TRACKED_FIELDS) if mask >> bit & 1)
+
+
+@lru_cache(maxsize=4096)
+def mask_of(fields: frozenset[str]) -> int:
+    """The mask of the tracked fields among ``fields`` (the others have no bit)."""
+    return sum(1 << bit for bit, name in enumerate(TRACKED_FIELDS) if name in fields)
 
 
 def take(session: Session, workspace_id: str, *, limit: int = BATCH_SIZE) -> dict[str, frozenset[str]]:
