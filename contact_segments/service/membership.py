@@ -1,18 +1,15 @@
-"""Membership: who is in which segment, kept right one batch of contacts at a time or all at once.
+"""Membership: who is in which segment, kept right one contact at a time or all at once.
 
-* :func:`evaluate_contacts` - a batch of changed contacts: with the compiled Python predicates
-  (SQLite), or on PostgreSQL set-wise, in one statement over the rules' SQL conditions
-  (:func:`setwise.reconcile_contacts`), so the contacts never leave the server;
-* :func:`rebuild_batch` - all the workspace's contacts (in batches of contact ids), set-wise
-  with the compiled SQL condition.
+Two ways to compute one thing, proven equal by the property tests:
 
-The Python predicate and the SQL condition are two ways to compute one thing, proven equal by
-the property tests (``tests/integration/test_sql_equivalence.py`` for the conditions,
-``test_evaluate_contacts.py`` for a batch evaluation pair by pair).  Every way writes the
-membership diff and its events in the caller's transaction, and derives the events from the
-rows actually inserted or deleted (``INSERT ... RETURNING`` and ``DELETE ... RETURNING``).
-Whatever races happen between workers, a contact's events per segment therefore alternate
-entered / exited, never twice the same.
+* :func:`evaluate_contacts` - the compiled Python predicate, for a batch of changed contacts;
+* :func:`rebuild_segment` - the compiled SQL condition, set-wise over all the workspace's
+  contacts, in batches of contact ids.
+
+Both write the membership diff and its events in the caller's transaction, and both derive the
+events from the rows actually inserted or deleted (``ON CONFLICT DO NOTHING ... RETURNING`` and
+``DELETE ... RETURNING``).  Whatever races happen between workers, a contact's events per
+segment therefore alternate entered / exited, never twice the same.
 """
 
 from __future__ import annotations
@@ -29,13 +26,11 @@ from ..rules import compile_predicate
 from ..rules.analysis import depends_on_now, fields_read
 from ..rules.sql import rule_to_sql
 from ..storage import (
-    ALL_PENDING,
     EventCause,
     EventKind,
     NewEvent,
     Segment,
     contact_view_columns,
-    pending_changes,
     setwise,
 )
 from ..storage import queries as q
@@ -46,8 +41,7 @@ class CompiledSegment:
     """What the engine needs of a segment's rule, computed once per rule version.
 
     ``reads`` names the view fields the rule reads, any custom field counting as
-    ``custom_fields``: the granularity at which changes are tracked (``reads_mask``: the same
-    as a mask of pending-change bits).
+    ``custom_fields``: the granularity at which changes are tracked.
     """
 
     id: int
@@ -55,16 +49,13 @@ class CompiledSegment:
     predicate: Callable[[Mapping[str, Any]], bool]
     reads: frozenset[str]
     uses_now: bool
-    reads_mask: int
 
 
 @lru_cache(maxsize=4096)
 def _compiled(segment_id: int, rule_version: int, rule_text: str) -> CompiledSegment:
     rule = json.loads(rule_text)
     reads = frozenset(name.partition(".")[0] for name in fields_read(rule))  # custom_fields.x -> custom_fields
-    return CompiledSegment(
-        segment_id, rule_version, compile_predicate(rule), reads, depends_on_now(rule), pending_changes.mask_of(reads)
-    )
+    return CompiledSegment(segment_id, rule_version, compile_predicate(rule), reads, depends_on_now(rule))
 
 
 def compiled_segment(segment: Segment) -> CompiledSegment:
@@ -152,8 +143,6 @@ def evaluate_contacts(
         segments = q.list_segments(session, workspace_id, share_lock=True)
     compiled = [compiled_segment(segment) for segment in segments]
     versions = {c.id: c.rule_version for c in compiled}
-    if session.get_bind().dialect.name == "postgresql":
-        return _reconcile_in_sql(session, workspace_id, ids, segments, compiled, changed, now=now, cause=cause)
     views = q.load_contact_views(session, workspace_id, ids, for_update=True)
     current = q.memberships_of(session, workspace_id, ids)
     to_enter: list[tuple[int, str]] = []
@@ -175,35 +164,6 @@ def evaluate_contacts(
             elif not matches and segment.id in member_of:
                 to_exit.append((segment.id, contact_id))
     return apply_diff(session, workspace_id, to_enter, to_exit, versions=versions, cause=cause, now=now)
-
-
-def _reconcile_in_sql(
-    session: Session,
-    workspace_id: str,
-    ids: Sequence[str],
-    segments: Sequence[Segment],
-    compiled: Sequence[CompiledSegment],
-    changed: Mapping[str, frozenset[str] | None] | None,
-    *,
-    now: float,
-    cause: EventCause,
-) -> Diff:
-    """:func:`evaluate_contacts` on PostgreSQL: the same pairs evaluated with the rules' SQL
-    conditions, in one statement (:func:`setwise.reconcile_contacts`)."""
-    columns = contact_view_columns()
-    conditions = [
-        setwise.SegmentCondition(c.id, rule_to_sql(segment.rule, columns, now=now), c.reads_mask)
-        for segment, c in zip(segments, compiled, strict=True)
-    ]
-    masks = {}
-    for contact_id in ids:
-        fields = changed.get(contact_id) if changed is not None else None
-        masks[contact_id] = ALL_PENDING if fields is None else pending_changes.mask_of(fields)
-    versions = {c.id: c.rule_version for c in compiled}
-    entered, exited = setwise.reconcile_contacts(
-        session, workspace_id, conditions, masks, since=now, events=setwise.EventStamp(cause.value, now, versions)
-    )
-    return Diff(entered, exited)
 
 
 def rebuild_batch(

@@ -226,7 +226,10 @@ class Segment(Base):
 
 class Membership(Base):
     __tablename__ = "memberships"
-    __table_args__ = (Index("ix_memberships_workspace_id_contact_id", "workspace_id", "contact_id"),)
+    __table_args__ = (
+        # A contact's memberships, read from the index alone (see migration 0002).
+        Index("ix_memberships_workspace_id_contact_id_segment_id", "workspace_id", "contact_id", "segment_id"),
+    )
 
     segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True)
     contact_id: Mapped[str] = mapped_column(Text, primary_key=True)

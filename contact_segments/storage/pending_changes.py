@@ -28,12 +28,6 @@ def fields_of(mask: int) -> frozenset[str]:
     return frozenset(name for bit, name in enumerate(TRACKED_FIELDS) if mask >> bit & 1)
 
 
-@lru_cache(maxsize=4096)
-def mask_of(fields: frozenset[str]) -> int:
-    """The mask of the tracked fields among ``fields`` (the others have no bit)."""
-    return sum(1 << bit for bit, name in enumerate(TRACKED_FIELDS) if name in fields)
-
-
 def take(session: Session, workspace_id: str, *, limit: int = BATCH_SIZE) -> dict[str, frozenset[str]]:
     """Up to ``limit`` of the workspace's contacts with pending changes, locked, their bits
     cleared: each id with the fields that changed.

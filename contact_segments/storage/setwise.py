@@ -11,21 +11,17 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import (
-    BigInteger,
     ColumnElement,
     Integer,
     Select,
     Table,
     Text,
-    and_,
     any_,
     case,
     column,
     delete,
     exists,
-    false,
     func,
-    insert,
     literal,
     null,
     or_,
@@ -38,7 +34,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .models import ALL_PENDING, Contact, EventKind, Membership, MembershipEvent
+from .models import Contact, EventKind, Membership, MembershipEvent
 from .queries import NewEvent, add_memberships, append_events, insert_for, remove_memberships
 
 _contacts = cast(Table, Contact.__table__)
@@ -121,9 +117,7 @@ def _append_events_sql(
         literal(stamp.occurred_at),
     ).order_by(*order_by(changed))
     columns = ["event_id", "workspace_id", "segment_id", "contact_id", "kind", "cause", "rule_version", "occurred_at"]
-    # A plain INSERT, not the dialect's: SQLAlchemy caches the compiled form of statements
-    # without ON CONFLICT only.
-    return insert(_events).from_select(columns, rows, include_defaults=False).cte("events")  # attempts: 0
+    return postgresql.insert(_events).from_select(columns, rows, include_defaults=False).cte("events")  # attempts: 0
 
 
 def reconcile_memberships(
@@ -271,6 +265,10 @@ def _reconcile_postgresql(
     return sorted(entered or ()), sorted(exited or ())
 
 
+DIFF_CHUNK = 5000
+"""Pairs per statement in :func:`write_membership_diff` (PostgreSQL)."""
+
+
 def write_membership_diff(
     session: Session,
     workspace_id: str,
@@ -284,169 +282,85 @@ def write_membership_diff(
     that really changed, in contact id order (then segment id); return the ``(segment_id,
     contact_id)`` pairs that entered and those that exited, each sorted.
 
-    (On PostgreSQL, :func:`reconcile_contacts` computes the pairs and writes them in one
-    statement.)
+    Elsewhere this is :func:`queries.add_memberships`, :func:`queries.remove_memberships` and
+    :func:`queries.append_events`.  On PostgreSQL it is one statement per chunk of pairs (whole
+    contacts, in contact id order, so events stay in order across chunks), which builds the
+    events from the ``RETURNING`` rows itself.
     """
-    entered = add_memberships(session, workspace_id, set(to_enter), since=since)
-    exited = remove_memberships(session, set(to_exit))
-    rows = _event_rows(workspace_id, entered, EventKind.ENTERED, events) + _event_rows(workspace_id, exited, EventKind.EXITED, events)
-    append_events(session, sorted(rows, key=lambda e: (e["contact_id"], e["segment_id"])))
+    enter, leave = set(to_enter), set(to_exit)
+    if session.get_bind().dialect.name != "postgresql":
+        entered = add_memberships(session, workspace_id, enter, since=since)
+        exited = remove_memberships(session, leave)
+        rows = _event_rows(workspace_id, entered, EventKind.ENTERED, events) + _event_rows(workspace_id, exited, EventKind.EXITED, events)
+        append_events(session, sorted(rows, key=lambda e: (e["contact_id"], e["segment_id"])))
+        return sorted(entered), sorted(exited)
+    entered, exited = [], []
+    by_contact = sorted([(c, s, True) for s, c in enter] + [(c, s, False) for s, c in leave])
+    start = 0
+    while start < len(by_contact):
+        end = min(start + DIFF_CHUNK, len(by_contact))
+        while end < len(by_contact) and by_contact[end][0] == by_contact[end - 1][0]:
+            end += 1  # a contact's pairs stay in one chunk
+        chunk = by_contact[start:end]
+        adding = sorted((s, c) for c, s, entering in chunk if entering)  # one lock order for all callers
+        removing = sorted((s, c) for c, s, entering in chunk if not entering)
+        added, removed = _write_diff_postgresql(session, workspace_id, adding, removing, since=since, events=events)
+        entered += added
+        exited += removed
+        start = end
     return sorted(entered), sorted(exited)
 
 
-def _moves_with_events(
-    session: Session, workspace_id: str, entered: Any, exited: Any, events: EventStamp
+def _pairs_table(pairs: Sequence[tuple[int, str]], name: str) -> Any:
+    """PostgreSQL: ``pairs`` as a table (segment_id, contact_id), from one JSONB parameter, in order."""
+    document = literal([{"segment_id": s, "contact_id": c} for s, c in pairs], postgresql.JSONB)
+    return (
+        func.jsonb_to_recordset(document)
+        .table_valued(column("segment_id", Integer), column("contact_id", Text))
+        .render_derived(name, with_types=True)
+    )
+
+
+def _write_diff_postgresql(
+    session: Session,
+    workspace_id: str,
+    adding: Sequence[tuple[int, str]],
+    removing: Sequence[tuple[int, str]],
+    *,
+    since: float,
+    events: EventStamp,
 ) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
-    """PostgreSQL: run the ``entered`` (INSERT) and ``exited`` (DELETE) CTEs, each ``RETURNING
-    segment_id, contact_id``, with an event per returned row in contact id order, then segment
-    id; return the two lists of pairs."""
-    moved = union_all(
+    member = _memberships.c
+    given_in, given_out = _pairs_table(adding, "entering"), _pairs_table(removing, "leaving")
+    entered = (
+        postgresql.insert(_memberships)
+        .from_select(
+            ["segment_id", "contact_id", "workspace_id", "since"],
+            select(given_in.c.segment_id, given_in.c.contact_id, literal(workspace_id), literal(since)),
+        )
+        .on_conflict_do_nothing(index_elements=[member.segment_id, member.contact_id])
+        .returning(member.segment_id, member.contact_id)
+        .cte("entered")
+    )
+    exited = (
+        delete(_memberships)
+        .where(member.segment_id == given_out.c.segment_id, member.contact_id == given_out.c.contact_id)
+        .returning(member.segment_id, member.contact_id)
+        .cte("exited")
+    )
+    changed = union_all(
         select(entered.c.segment_id, entered.c.contact_id, literal(EventKind.ENTERED.value).label("kind")),
         select(exited.c.segment_id, exited.c.contact_id, literal(EventKind.EXITED.value)),
-    ).subquery("moved")
+    ).subquery("changed")
     ins = select(func.array_agg(entered.c.segment_id).label("s"), func.array_agg(entered.c.contact_id).label("c")).subquery()
     outs = select(func.array_agg(exited.c.segment_id).label("s"), func.array_agg(exited.c.contact_id).label("c")).subquery()
-    in_order = _append_events_sql(workspace_id, moved, events, lambda c: [c.c.contact_id.collate("C"), c.c.segment_id])
+    in_order = _append_events_sql(workspace_id, changed, events, lambda c: [c.c.contact_id.collate("C"), c.c.segment_id])
     statement = select(ins.c.s, ins.c.c, outs.c.s, outs.c.c).select_from(ins.join(outs, true())).add_cte(in_order)
     in_segments, in_contacts, out_segments, out_contacts = session.execute(statement).one()
     return (
         list(zip(in_segments or (), in_contacts or (), strict=True)),
         list(zip(out_segments or (), out_contacts or (), strict=True)),
     )
-
-
-@dataclass(frozen=True)
-class SegmentCondition:
-    """A segment as :func:`reconcile_contacts` evaluates it."""
-
-    segment_id: int
-    condition: ColumnElement[bool]
-    """The rule's SQL condition over ``contacts`` (see ``rule_to_sql``)."""
-    reads: int
-    """The tracked fields the rule reads, as a mask over ``TRACKED_FIELDS``."""
-
-
-def reconcile_contacts(
-    session: Session,
-    workspace_id: str,
-    segments: Sequence[SegmentCondition],
-    changed: Mapping[str, int],
-    *,
-    since: float,
-    events: EventStamp,
-    lock: bool = True,
-) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
-    """PostgreSQL: bring the memberships of the ``changed`` contacts in line with the segments'
-    conditions, in one statement; return the ``(segment_id, contact_id)`` pairs that entered and
-    those that exited, each sorted, with one event per pair in contact id order, then segment id
-    (as :func:`write_membership_diff` writes them).
-
-    ``changed`` maps a contact id to the mask of its fields that changed: a contact is evaluated
-    against the segments whose ``reads`` share a bit with it, and against all of them if the
-    mask is :data:`ALL_PENDING` (a new contact).  A contact that no longer exists leaves every
-    segment it is considered for.  With ``lock``, the contacts' rows are first locked in id
-    order (a caller that already holds them, such as ``pending_changes.take``, passes False).
-
-    The statement: ``WITH batch AS (unnest(ids, masks)), segs AS (unnest(segment ids, reads)),
-    matches AS (batch JOIN contacts CROSS JOIN segs WHERE considered AND CASE segment_id WHEN
-    ... THEN <its condition> END), members AS (memberships of the considered pairs), diff AS
-    (matches FULL JOIN members), exited AS (DELETE ... RETURNING), entered AS (INSERT ... ON
-    CONFLICT DO NOTHING RETURNING), events AS (INSERT ...) SELECT array_agg(...), ...``: the
-    evaluation never leaves the server, and only pairs that really changed get events.
-    """
-    if not segments or not changed:
-        return [], []
-    contact, member = _contacts.c, _memberships.c
-    ids = sorted(changed)
-    if lock:
-        session.execute(
-            select(contact.id).where(contact.workspace_id == workspace_id, among(session, contact.id, ids))
-            .order_by(contact.id).with_for_update()
-        )  # fmt: skip
-    batch = select(
-        func.unnest(
-            literal(ids, postgresql.ARRAY(Text)), literal([changed[i] for i in ids], postgresql.ARRAY(BigInteger))
-        )
-        .table_valued(column("contact_id", Text), column("mask", BigInteger))
-        .render_derived("b")
-    ).cte("batch")
-    segs = select(
-        func.unnest(
-            literal([s.segment_id for s in segments], postgresql.ARRAY(Integer)),
-            literal([s.reads for s in segments], postgresql.ARRAY(BigInteger)),
-        )
-        .table_valued(column("segment_id", Integer), column("reads", BigInteger))
-        .render_derived("s")
-    ).cte("segs")
-    considered = or_(batch.c.mask.op("&")(segs.c.reads) != 0, batch.c.mask == ALL_PENDING)
-    matching = case(*((segs.c.segment_id == s.segment_id, s.condition) for s in segments), else_=false())
-    matches = (
-        select(segs.c.segment_id, contact.id.label("contact_id"))
-        .select_from(
-            batch.join(_contacts, and_(contact.workspace_id == workspace_id, contact.id == batch.c.contact_id)).join(
-                segs, true()
-            )
-        )
-        .where(considered, matching)
-        .subquery("matches")
-    )
-    members = (
-        select(member.segment_id, member.contact_id)
-        .select_from(
-            batch.join(segs, true()).join(
-                _memberships,
-                and_(member.segment_id == segs.c.segment_id, member.contact_id == batch.c.contact_id),
-            )
-        )
-        .where(considered)
-        .subquery("members")
-    )
-    diff = (
-        select(
-            func.coalesce(matches.c.segment_id, members.c.segment_id).label("segment_id"),
-            func.coalesce(matches.c.contact_id, members.c.contact_id).label("contact_id"),
-            members.c.contact_id.is_(None).label("entering"),
-        )
-        .select_from(
-            matches.join(
-                members,
-                and_(members.c.segment_id == matches.c.segment_id, members.c.contact_id == matches.c.contact_id),
-                full=True,
-            )
-        )
-        .where(or_(matches.c.contact_id.is_(None), members.c.contact_id.is_(None)))
-        .cte("diff")
-    )
-    exited = (
-        delete(_memberships)
-        .where(member.segment_id == diff.c.segment_id, member.contact_id == diff.c.contact_id, ~diff.c.entering)
-        .returning(member.segment_id, member.contact_id)
-        .cte("exited")
-    )
-    def entering(on_conflict: bool) -> Any:
-        rows = select(diff.c.segment_id, diff.c.contact_id, literal(workspace_id), literal(since)).where(diff.c.entering)
-        names = ["segment_id", "contact_id", "workspace_id", "since"]
-        if not on_conflict:
-            return insert(_memberships).from_select(names, rows).returning(member.segment_id, member.contact_id).cte("entered")
-        return (
-            postgresql.insert(_memberships)
-            .from_select(names, rows)
-            .on_conflict_do_nothing(index_elements=[member.segment_id, member.contact_id])
-            .returning(member.segment_id, member.contact_id)
-            .cte("entered")
-        )
-
-    # A plain INSERT first, in a savepoint: its compiled form is cached (the dialect's INSERT
-    # with ON CONFLICT is compiled anew each time).  The contacts' rows are locked and the
-    # segments share-locked, so another writer of these memberships is rare; if one got there
-    # first, the unique violation rolls the savepoint back and the statement runs again with
-    # ON CONFLICT DO NOTHING.  The outcome is the same either way.
-    try:
-        with session.begin_nested():
-            added, removed = _moves_with_events(session, workspace_id, entering(False), exited, events)
-    except IntegrityError:
-        added, removed = _moves_with_events(session, workspace_id, entering(True), exited, events)
-    return sorted(added), sorted(removed)
 
 
 def membership_differences(

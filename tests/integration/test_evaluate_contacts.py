@@ -1,12 +1,12 @@
 """Evaluating changed contacts gives what the Python predicate gives, pair by pair.
 
 :func:`~contact_segments.service.membership.evaluate_contacts` re-evaluates a batch of changed
-contacts: with the compiled Python predicates on SQLite, and on PostgreSQL set-wise, in one
-statement over the rules' SQL conditions (:func:`~contact_segments.storage.setwise.
-reconcile_contacts`).  The property: for generated rules, contact sets, changed fields and
-arbitrary (often wrong) starting memberships, every (segment, contact) pair the change concerns
-ends as the Python predicate says of the stored view, every other pair is left as it was, and
-there is exactly one event per pair that moved, in contact id order, then segment id.
+contacts with the compiled predicates and writes the difference (on PostgreSQL in one
+statement that derives the events from the rows it changed).  The property: for generated
+rules, contact sets, changed fields and arbitrary (often wrong) starting memberships, every
+(segment, contact) pair the change concerns ends as the predicate says of the stored view,
+every other pair is left as it was, and there is exactly one event per pair that moved, in
+contact id order, then segment id.
 """
 
 from __future__ import annotations

@@ -54,7 +54,6 @@ from contact_segments.service import (
 from contact_segments.service import membership as membership_module
 from contact_segments.service.defaults import DefaultRegistry, DefaultSegment, default_registry
 from contact_segments.storage import (
-    ALL_PENDING,
     Contact,
     DefaultRegistryEntry,
     Membership,
@@ -63,7 +62,6 @@ from contact_segments.storage import (
     Workspace,
     make_engine,
     make_session_factory,
-    setwise,
 )
 
 NOW = 1_750_000_000.0  # 2025-06-15T15:06:40Z
@@ -738,9 +736,7 @@ def test_stale_and_duplicate_snapshots_are_no_ops(uow: UnitOfWork, session_facto
 
 
 def counting_predicates(monkeypatch: pytest.MonkeyPatch) -> Counter[int]:
-    """Count each segment's evaluations of a contact during contact evaluations: its Python
-    predicate's calls, or on PostgreSQL, where the segments' SQL conditions are evaluated
-    set-wise, the contacts each segment is handed to :func:`setwise.reconcile_contacts` for."""
+    """Count each segment's predicate calls during contact evaluations."""
     calls: Counter[int] = Counter()
     real = membership_module.compiled_segment
 
@@ -753,15 +749,7 @@ def counting_predicates(monkeypatch: pytest.MonkeyPatch) -> Counter[int]:
 
         return dataclasses.replace(compiled, predicate=predicate)
 
-    real_reconcile = setwise.reconcile_contacts
-
-    def reconcile(session: Session, workspace_id: str, segments: Any, changed: Any, **kwargs: Any) -> Any:
-        for segment in segments:
-            calls[segment.segment_id] += sum(1 for mask in changed.values() if mask & segment.reads or mask == ALL_PENDING)
-        return real_reconcile(session, workspace_id, segments, changed, **kwargs)
-
     monkeypatch.setattr(membership_module, "compiled_segment", counted)
-    monkeypatch.setattr(setwise, "reconcile_contacts", reconcile)
     return calls
 
 
