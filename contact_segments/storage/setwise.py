@@ -22,6 +22,7 @@ from sqlalchemy import (
     delete,
     exists,
     func,
+    insert,
     literal,
     null,
     or_,
@@ -117,7 +118,9 @@ def _append_events_sql(
         literal(stamp.occurred_at),
     ).order_by(*order_by(changed))
     columns = ["event_id", "workspace_id", "segment_id", "contact_id", "kind", "cause", "rule_version", "occurred_at"]
-    return postgresql.insert(_events).from_select(columns, rows, include_defaults=False).cte("events")  # attempts: 0
+    # The generic INSERT: SQLAlchemy caches the compiled form of a statement only if it has no
+    # dialect INSERT (whose ON CONFLICT clause it cannot key).
+    return insert(_events).from_select(columns, rows, include_defaults=False).cte("events")  # attempts: 0
 
 
 def reconcile_memberships(
@@ -188,6 +191,23 @@ def reconcile_memberships(
     return entered, exited
 
 
+def _insert_optimistically(session: Session, statement: Callable[[bool], Any]) -> Any:
+    """PostgreSQL: the one row of ``statement(False)``, a statement whose memberships INSERT has
+    no ``ON CONFLICT``, run in a savepoint; if a concurrent writer added one of the memberships
+    meanwhile, the unique violation rolls the savepoint back and ``statement(True)``, the same
+    with ``ON CONFLICT DO NOTHING``, runs instead.  The outcome is the same either way.
+
+    A plain insert costs about two thirds of a speculative one, and SQLAlchemy caches the
+    compiled form of a statement only without the dialect's INSERT (whose ``ON CONFLICT`` it
+    cannot key): compiling one anew takes milliseconds, more than a small batch takes to run.
+    """
+    try:
+        with session.begin_nested():
+            return session.execute(statement(False)).one()
+    except IntegrityError:
+        return session.execute(statement(True)).one()
+
+
 def _reconcile_postgresql(
     session: Session,
     *,
@@ -204,10 +224,7 @@ def _reconcile_postgresql(
 
     The delete finds its rows by key (``contact_id = ANY(ARRAY(SELECT ... FROM diff))``), an
     index lookup whatever the planner guesses of the join's size.  The insert is tried first
-    without ``ON CONFLICT`` (a plain insert costs about two thirds of a speculative one), in a
-    savepoint; if a concurrent writer added one of the memberships meanwhile, the unique
-    violation rolls the savepoint back and the statement runs again with ``ON CONFLICT DO
-    NOTHING``: the outcome is the same either way.
+    without ``ON CONFLICT`` (see :func:`_insert_optimistically`).
     """
     member = _memberships.c
     contact = _contacts.c
@@ -257,11 +274,7 @@ def _reconcile_postgresql(
             )
         return result
 
-    try:
-        with session.begin_nested():
-            entered, exited = session.execute(statement(on_conflict=False)).one()
-    except IntegrityError:
-        entered, exited = session.execute(statement(on_conflict=True)).one()
+    entered, exited = _insert_optimistically(session, statement)
     return sorted(entered or ()), sorted(exited or ())
 
 
@@ -332,31 +345,37 @@ def _write_diff_postgresql(
 ) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
     member = _memberships.c
     given_in, given_out = _pairs_table(adding, "entering"), _pairs_table(removing, "leaving")
-    entered = (
-        postgresql.insert(_memberships)
-        .from_select(
-            ["segment_id", "contact_id", "workspace_id", "since"],
-            select(given_in.c.segment_id, given_in.c.contact_id, literal(workspace_id), literal(since)),
-        )
-        .on_conflict_do_nothing(index_elements=[member.segment_id, member.contact_id])
-        .returning(member.segment_id, member.contact_id)
-        .cte("entered")
-    )
+    rows = select(given_in.c.segment_id, given_in.c.contact_id, literal(workspace_id), literal(since))
+    names = ["segment_id", "contact_id", "workspace_id", "since"]
     exited = (
         delete(_memberships)
         .where(member.segment_id == given_out.c.segment_id, member.contact_id == given_out.c.contact_id)
         .returning(member.segment_id, member.contact_id)
         .cte("exited")
     )
-    changed = union_all(
-        select(entered.c.segment_id, entered.c.contact_id, literal(EventKind.ENTERED.value).label("kind")),
-        select(exited.c.segment_id, exited.c.contact_id, literal(EventKind.EXITED.value)),
-    ).subquery("changed")
-    ins = select(func.array_agg(entered.c.segment_id).label("s"), func.array_agg(entered.c.contact_id).label("c")).subquery()
-    outs = select(func.array_agg(exited.c.segment_id).label("s"), func.array_agg(exited.c.contact_id).label("c")).subquery()
-    in_order = _append_events_sql(workspace_id, changed, events, lambda c: [c.c.contact_id.collate("C"), c.c.segment_id])
-    statement = select(ins.c.s, ins.c.c, outs.c.s, outs.c.c).select_from(ins.join(outs, true())).add_cte(in_order)
-    in_segments, in_contacts, out_segments, out_contacts = session.execute(statement).one()
+
+    def statement(on_conflict: bool) -> Any:
+        if on_conflict:
+            adding_rows: Any = (
+                postgresql.insert(_memberships)
+                .from_select(names, rows)
+                .on_conflict_do_nothing(index_elements=[member.segment_id, member.contact_id])
+            )
+        else:
+            adding_rows = insert(_memberships).from_select(names, rows)
+        entered = adding_rows.returning(member.segment_id, member.contact_id).cte("entered")
+        changed = union_all(
+            select(entered.c.segment_id, entered.c.contact_id, literal(EventKind.ENTERED.value).label("kind")),
+            select(exited.c.segment_id, exited.c.contact_id, literal(EventKind.EXITED.value)),
+        ).subquery("changed")
+        ins = select(func.array_agg(entered.c.segment_id).label("s"), func.array_agg(entered.c.contact_id).label("c")).subquery()
+        outs = select(func.array_agg(exited.c.segment_id).label("s"), func.array_agg(exited.c.contact_id).label("c")).subquery()
+        in_order = _append_events_sql(workspace_id, changed, events, lambda c: [c.c.contact_id.collate("C"), c.c.segment_id])
+        return select(ins.c.s, ins.c.c, outs.c.s, outs.c.c).select_from(ins.join(outs, true())).add_cte(in_order)
+
+    # The callers hold the contacts' rows and share-lock the segments, so another writer of
+    # these memberships is rare: see _insert_optimistically.
+    in_segments, in_contacts, out_segments, out_contacts = _insert_optimistically(session, statement)
     return (
         list(zip(in_segments or (), in_contacts or (), strict=True)),
         list(zip(out_segments or (), out_contacts or (), strict=True)),

@@ -58,6 +58,7 @@ from contact_segments.storage import (
     remove_memberships,
     seeded_defaults,
     segment_name_taken,
+    setwise,
     try_lock_delivery,
     upsert_contacts,
     workspaces_with_undelivered_events,
@@ -394,6 +395,28 @@ def test_concurrent_adds_of_a_membership_report_it_once(session: Session, db_url
     results = run_concurrently(10, add)
     engine.dispose()
     assert sorted(map(str, results)) == [str([(segment_id, "c1")])] + ["[]"] * 9
+
+
+def test_a_membership_diff_writes_and_reports_only_what_changed(session: Session) -> None:
+    """Pairs to enter that are members already (a concurrent writer got there first; on
+    PostgreSQL the optimistic plain INSERT then fails and the statement runs again with ON
+    CONFLICT DO NOTHING) and pairs to exit that are not members get no event."""
+    a, b = create_segment(session, "A").id, create_segment(session, "B").id
+    add_memberships(session, WS, [(a, "c1"), (b, "c2")], since=NOW)
+    stamp = setwise.EventStamp("contact_changed", NOW, {a: 3, b: 4})
+
+    entered, exited = setwise.write_membership_diff(
+        session, WS, [(a, "c1"), (a, "c2"), (b, "c1")], [(b, "c2"), (b, "c3")], since=NOW, events=stamp
+    )
+
+    assert (entered, exited) == ([(a, "c2"), (b, "c1")], [(b, "c2")])
+    assert memberships_of(session, WS, ["c1", "c2", "c3"]) == {"c1": {a, b}, "c2": {a}}
+    events = session.execute(
+        select(MembershipEvent.contact_id, MembershipEvent.segment_id, MembershipEvent.kind, MembershipEvent.rule_version)
+        .where(MembershipEvent.workspace_id == WS)
+        .order_by(MembershipEvent.seq)
+    ).all()
+    assert [tuple(e) for e in events] == [("c1", b, "entered", 4), ("c2", a, "entered", 3), ("c2", b, "exited", 4)]
 
 
 def test_members_stream_in_stable_batches(session: Session) -> None:
