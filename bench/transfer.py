@@ -121,7 +121,7 @@ def empty_workspace(uow: UnitOfWork, workspace_id: str) -> None:
     """A workspace without segments (its defaults deleted): room for 500."""
     service.create_workspace(uow, workspace_id, timezone="Asia/Kuala_Lumpur", now=NOW)
     for view in service.list_segments(uow, workspace_id):
-        service.delete_segment(uow, workspace_id, view.id)
+        service.delete_segment(uow, workspace_id, view.id, now=NOW)
 
 
 def median_ms(samples: list[float]) -> float:

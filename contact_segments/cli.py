@@ -336,7 +336,7 @@ def segment_rename(rt: Runtime, workspace_id: str, segment_id: str, name: str) -
 @pass_runtime
 def segment_delete(rt: Runtime, workspace_id: str, segment_id: str) -> None:
     """Delete a segment, its memberships and its pending events."""
-    service.delete_segment(rt.uow(), workspace_id, segment_id)
+    service.delete_segment(rt.uow(), workspace_id, segment_id, now=rt.now())
     rt.emit({"deleted": segment_id}, lambda: click.echo(f"deleted segment {segment_id}"))
 
 

@@ -1,8 +1,9 @@
 """The engine's side of the hooks: what the host's calls do.
 
 Each hook translates its call into a service call and returns.  With a broker configured
-(``SEGMENTS_BROKER_URL``) a hook only stores and enqueues: evaluation and delivery run on
-workers.  Without one (the embedded default) follow-up work runs inline, in the caller's thread.
+(``SEGMENTS_BROKER_URL``) a hook only writes to the database and enqueues: evaluation and
+delivery run on workers.  Without one (the embedded default) follow-up work runs inline, in the
+caller's thread.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pluggy
 
 from .. import service
 from ..service.commands import CreateWorkspace, DeleteContact
+from ..service.handlers import handle_create_workspace, handle_delete_contact
 from ..service.settings import Settings
 from ..storage import make_engine, make_session_factory
 from .hookspecs import PROJECT
@@ -70,9 +72,14 @@ class SegmentsEngine:
 
     # -- host -> engine ----------------------------------------------------------------------
 
+    # Like a save, a workspace's creation and a contact's deletion are written to the database
+    # in the host's call: a message to a worker could be lost with the broker's queue (Redis
+    # keeps nothing on disk), and nothing would recover it.  What follows them (the defaults'
+    # first builds, the exit events' delivery) is recorded there too, so the beat recovers it.
+
     @hookimpl
     def segments_workspace_created(self, workspace_id: str, name: str | None, timezone: str) -> None:
-        self.dispatcher.dispatch([CreateWorkspace(workspace_id, name, timezone)])
+        handle_create_workspace(self.uow(), CreateWorkspace(workspace_id, name, timezone), now=time.time())
 
     @hookimpl
     def segments_contact_saved(self, workspace_id: str, snapshot: dict[str, Any]) -> None:
@@ -84,7 +91,7 @@ class SegmentsEngine:
 
     @hookimpl
     def segments_contact_deleted(self, workspace_id: str, contact_id: str) -> None:
-        self.dispatcher.dispatch([DeleteContact(workspace_id, contact_id)])
+        handle_delete_contact(self.uow(), DeleteContact(workspace_id, contact_id), now=time.time())
 
     @hookimpl
     def segments_message_received(self, workspace_id: str, contact_id: str, at: float) -> None:

@@ -37,7 +37,8 @@ def segments_configure(pluginmanager: pluggy.PluginManager, settings: Any) -> No
 
 @hookspec
 def segments_workspace_created(workspace_id: str, name: str | None, timezone: str) -> None:
-    """A workspace was created in the host: create it here and seed its default segments."""
+    """A workspace was created in the host: create it here and seed its default segments (in
+    the call, idempotently; their first builds are enqueued)."""
 
 
 @hookspec
@@ -58,7 +59,8 @@ def segments_contacts_saved(workspace_id: str, snapshots: list[dict[str, Any]]) 
 
 @hookspec
 def segments_contact_deleted(workspace_id: str, contact_id: str) -> None:
-    """A contact was deleted: it exits every segment."""
+    """A contact was deleted: it exits every segment (in the call, with an "exited" event per
+    segment; their delivery is enqueued).  Deleting an unknown contact is a no-op."""
 
 
 @hookspec
@@ -92,5 +94,8 @@ def segments_membership_changed(events: list[dict[str, Any]]) -> None:
 def segments_segment_changed(workspace_id: str, segment: dict[str, Any], change: str) -> None:
     """A segment was ``created``, ``renamed``, ``edited`` or ``deleted``.
 
-    ``segment`` has at least ``id``, ``name`` and ``rule_version``.
+    ``segment`` has at least ``id``, ``name`` and ``rule_version`` (as they were after the
+    change).  Notifications come from an outbox, in order, at least once: if an implementation
+    raises, it and those after it are delivered again later.  A segment's notifications reach
+    the host before membership events written after them (its "created" before its "built").
     """

@@ -42,20 +42,6 @@ class DeliverEvents:
 
 
 @dataclass(frozen=True)
-class SegmentChanged:
-    """Tell the host a segment was ``created``, ``renamed``, ``edited`` or ``deleted``."""
-
-    workspace_id: str
-    segment_id: int
-    name: str
-    rule_version: int
-    change: str
-
-    def segment(self) -> dict[str, object]:
-        return {"id": self.segment_id, "name": self.name, "rule_version": self.rule_version}
-
-
-@dataclass(frozen=True)
 class CreateWorkspace:
     """Create a workspace and seed its defaults (idempotent)."""
 
@@ -72,7 +58,7 @@ class DeleteContact:
     contact_id: str
 
 
-Command = RebuildSegment | EvaluatePending | DeliverEvents | SegmentChanged | CreateWorkspace | DeleteContact
+Command = RebuildSegment | EvaluatePending | DeliverEvents | CreateWorkspace | DeleteContact
 
 
 class Dispatcher(Protocol):

@@ -9,11 +9,13 @@ duplicates.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..storage import MembershipEvent
+from sqlalchemy.orm import Session
+
+from ..storage import MembershipEvent, SegmentChange
 from ..storage import queries as q
 from .errors import NotFound
 from .segments import get_workspace
@@ -66,35 +68,81 @@ def list_events(uow: UnitOfWork, workspace_id: str, *, after_event_id: str | Non
 
 
 Deliver = Callable[[list[EventView]], None]
+Notify = Callable[[str, dict[str, object], str], None]
+"""Tells the host of one segment change: (workspace id, the segment's id, name and rule
+version, the change)."""
 
 
 class DeliveryFailed(Exception):
     """The host's hook raised while receiving events; they stay in the outbox for a retry."""
 
 
-def deliver_events(uow: UnitOfWork, workspace_id: str, deliver: Deliver, *, now: float, limit: int = DELIVERY_BATCH) -> int:
-    """Hand the workspace's undelivered events to ``deliver`` in batches; return how many went.
+def deliver_events(
+    uow: UnitOfWork,
+    workspace_id: str,
+    deliver: Deliver | None,
+    *,
+    notify: Notify | None = None,
+    now: float,
+    limit: int = DELIVERY_BATCH,
+) -> int:
+    """Hand the workspace's undelivered segment notifications to ``notify``, one by one, then
+    its undelivered events to ``deliver``, in batches; return how many events went.
 
-    One deliverer per workspace at a time (a database lock), so per-contact order holds across
-    workers.  If ``deliver`` raises, the batch is counted as attempted, stays undelivered, and
-    :class:`DeliveryFailed` propagates for the caller to retry.
+    Either may be None: what it would take stays in its outbox (``segments events`` shows the
+    events).  One deliverer per workspace at a time (a database lock), so order holds across
+    workers: a segment's "created" reaches the host before its "built" event, each contact's
+    events in order.  If the host raises, what it was handed is counted as attempted, stays
+    undelivered, and :class:`DeliveryFailed` propagates for the caller to retry.
     """
-    delivered = 0
+    if notify is not None:
+        _drain(
+            uow, workspace_id, SegmentChange,
+            lambda session: q.fetch_undelivered_segment_changes(session, workspace_id, limit=limit),
+            lambda changes: _notify_each(notify, workspace_id, changes), now=now,
+        )  # fmt: skip
+    if deliver is None:
+        return 0
+    return _drain(
+        uow, workspace_id, MembershipEvent,
+        lambda session: q.fetch_undelivered_events(session, workspace_id=workspace_id, limit=limit),
+        lambda events: deliver([EventView.of(event) for event in events]), now=now,
+    )  # fmt: skip
+
+
+def _notify_each(notify: Notify, workspace_id: str, changes: Sequence[SegmentChange]) -> None:
+    for change in changes:
+        notify(workspace_id, {"id": change.segment_id, "name": change.name, "rule_version": change.rule_version}, change.change)
+
+
+def _drain(
+    uow: UnitOfWork,
+    workspace_id: str,
+    outbox: q.Outbox,
+    fetch: Callable[[Session], Sequence[Any]],
+    hand: Callable[[Sequence[Any]], None],
+    *,
+    now: float,
+) -> int:
+    """Hand the workspace's undelivered rows of ``outbox`` to the host, batch by batch, each in
+    a transaction holding the workspace's delivery lock; return how many went.  A batch the
+    host took is marked delivered; if the host raises, the batch's failed attempt is counted
+    and :class:`DeliveryFailed` raised."""
+    handed = 0
     while True:
         with uow:
             if not q.try_lock_delivery(uow.session, workspace_id):
-                return delivered  # another worker is delivering this workspace's events
-            batch = q.fetch_undelivered_events(uow.session, workspace_id=workspace_id, limit=limit)
+                return handed  # another worker is delivering this workspace's outbox
+            batch = fetch(uow.session)
             if not batch:
-                return delivered
-            views = [EventView.of(event) for event in batch]
-            seqs = [event.seq for event in batch]
+                return handed
+            seqs = [row.seq for row in batch]
             try:
-                deliver(views)
+                hand(batch)
             except Exception as error:
-                q.record_failed_delivery(uow.session, seqs)
+                q.record_failed_delivery(uow.session, seqs, outbox=outbox)
                 uow.commit()
-                raise DeliveryFailed(f"the host failed to take {len(views)} events: {error!r}") from error
-            q.mark_events_delivered(uow.session, seqs, now=now)
+                raise DeliveryFailed(f"the host failed to take {len(seqs)} {outbox.__tablename__}: {error!r}") from error
+            q.mark_events_delivered(uow.session, seqs, now=now, outbox=outbox)
             uow.commit()
-            delivered += len(views)
+            handed += len(seqs)

@@ -22,11 +22,10 @@ from .commands import (
     DeliverEvents,
     EvaluatePending,
     RebuildSegment,
-    SegmentChanged,
 )
 from .contacts import delete_contact, evaluate_pending
 from .errors import NotFound
-from .events import Deliver, deliver_events
+from .events import Deliver, Notify, deliver_events
 from .segments import rebuild_segment
 from .uow import UnitOfWork
 from .workspaces import create_workspace
@@ -61,17 +60,10 @@ def handle_evaluate(uow: UnitOfWork, command: EvaluatePending, *, now: float) ->
     evaluate_pending(uow, command.workspace_id, now=now)
 
 
-def handle_deliver(uow: UnitOfWork, command: DeliverEvents, *, now: float, deliver: Deliver | None) -> None:
-    if deliver is not None:
-        deliver_events(uow, command.workspace_id, deliver, now=now)
-
-
-Notify = Callable[[str, dict[str, object], str], None]
-
-
-def handle_segment_changed(command: SegmentChanged, *, notify: Notify | None) -> None:
-    if notify is not None:
-        notify(command.workspace_id, command.segment(), command.change)
+def handle_deliver(
+    uow: UnitOfWork, command: DeliverEvents, *, now: float, deliver: Deliver | None, notify: Notify | None = None
+) -> None:
+    deliver_events(uow, command.workspace_id, deliver, notify=notify, now=now)
 
 
 @dataclass
@@ -100,9 +92,7 @@ class InlineDispatcher:
                 case EvaluatePending():
                     handle_evaluate(uow, command, now=now)
                 case DeliverEvents():
-                    handle_deliver(uow, command, now=now, deliver=self.deliver)
-                case SegmentChanged():
-                    handle_segment_changed(command, notify=self.notify)
+                    handle_deliver(uow, command, now=now, deliver=self.deliver, notify=self.notify)
                 case CreateWorkspace():
                     handle_create_workspace(uow, command, now=now)
                 case DeleteContact():

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from ..rules import compile_predicate
-from ..rules.analysis import depends_on_now, fields_read
+from ..rules.analysis import TimeThreshold, depends_on_now, fields_read, time_thresholds
 from ..rules.sql import rule_to_sql
 from ..storage import (
     EventCause,
@@ -49,13 +49,17 @@ class CompiledSegment:
     predicate: Callable[[Mapping[str, Any]], bool]
     reads: frozenset[str]
     uses_now: bool
+    thresholds: frozenset[TimeThreshold]
+    """The rule's comparisons of a timestamp with ``now`` (see :func:`time_thresholds`)."""
 
 
 @lru_cache(maxsize=4096)
 def _compiled(segment_id: int, rule_version: int, rule_text: str) -> CompiledSegment:
     rule = json.loads(rule_text)
     reads = frozenset(name.partition(".")[0] for name in fields_read(rule))  # custom_fields.x -> custom_fields
-    return CompiledSegment(segment_id, rule_version, compile_predicate(rule), reads, depends_on_now(rule))
+    uses_now = depends_on_now(rule)
+    thresholds = time_thresholds(rule) if uses_now else frozenset()
+    return CompiledSegment(segment_id, rule_version, compile_predicate(rule), reads, uses_now, thresholds)
 
 
 def compiled_segment(segment: Segment) -> CompiledSegment:

@@ -30,7 +30,7 @@ from ..storage import (
     setwise,
 )
 from ..storage import queries as q
-from .commands import RebuildSegment, SegmentChanged
+from .commands import DeliverEvents, RebuildSegment
 from .errors import DuplicateName, InvalidInput, LimitReached, NotFound
 from .membership import Diff, built_event, rebuild_batch
 from .uow import UnitOfWork
@@ -170,8 +170,22 @@ def get_segment(uow: UnitOfWork, workspace_id: str, segment_id: Any, *, lock: bo
     return segment
 
 
-def _changed(segment: Segment, change: str) -> SegmentChanged:
-    return SegmentChanged(segment.workspace_id, segment.id, segment.name, segment.rule_version, change)
+def record_change(uow: UnitOfWork, segment: Segment, change: str, *, now: float) -> None:
+    """Tell the host, after the commit, that the segment was ``created``, ``edited``,
+    ``renamed`` or ``deleted``: a row in the notification outbox, written in this transaction
+    (so it is delivered at least once, whatever happens to the broker), and its delivery."""
+    q.append_segment_change(
+        uow.session,
+        {
+            "workspace_id": segment.workspace_id,
+            "segment_id": segment.id,
+            "name": segment.name,
+            "rule_version": segment.rule_version,
+            "change": change,
+            "occurred_at": now,
+        },
+    )
+    uow.add_command(DeliverEvents(segment.workspace_id))
 
 
 def _member_count(uow: UnitOfWork, segment: Segment) -> int:
@@ -202,7 +216,7 @@ def create_segment(
             uow, workspace_id, cleaned, normalised, conditions, description, now, default_key=default_key
         )
         uow.add_command(RebuildSegment(workspace_id, segment.id, segment.rule_version, first_build=True))
-        uow.add_command(_changed(segment, "created"))
+        record_change(uow, segment, "created", now=now)
         uow.commit()
         segment_id = segment.id
     return segment_view(uow, workspace_id, segment_id)
@@ -260,7 +274,7 @@ def edit_segment(
             segment.rule_version += 1
             segment.updated_at = now
             uow.add_command(RebuildSegment(workspace_id, segment.id, segment.rule_version))
-            uow.add_command(_changed(segment, "edited"))
+            record_change(uow, segment, "edited", now=now)
         uow.commit()
     return segment_view(uow, workspace_id, segment.id)
 
@@ -291,12 +305,12 @@ def rename_segment(uow: UnitOfWork, workspace_id: str, segment_id: Any, *, name:
             if q.is_duplicate_segment_name(error):
                 raise DuplicateName(cleaned) from None
             raise
-        uow.add_command(_changed(segment, "renamed"))
+        record_change(uow, segment, "renamed", now=now)
         uow.commit()
     return segment_view(uow, workspace_id, segment.id)
 
 
-def delete_segment(uow: UnitOfWork, workspace_id: str, segment_id: Any) -> None:
+def delete_segment(uow: UnitOfWork, workspace_id: str, segment_id: Any, *, now: float) -> None:
     """Delete a segment for good: its memberships and undelivered events go with it (cascade),
     and its pending rebuilds find no segment and stop.
 
@@ -306,7 +320,7 @@ def delete_segment(uow: UnitOfWork, workspace_id: str, segment_id: Any) -> None:
     with uow:
         get_workspace(uow, workspace_id, lock=True)
         segment = get_segment(uow, workspace_id, segment_id, lock=True)
-        uow.add_command(_changed(segment, "deleted"))
+        record_change(uow, segment, "deleted", now=now)
         uow.session.delete(segment)
         uow.session.flush()
         q.release_segment_slot(uow.session, workspace_id)

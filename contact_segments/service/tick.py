@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..rules.analysis import depends_on_now, time_thresholds
 from ..storage import EventCause, Segment, setwise
 from ..storage import queries as q
 from .commands import DeliverEvents
@@ -48,9 +47,10 @@ def tick(uow: UnitOfWork, workspace_id: str, *, now: float) -> TickResult:
         caught: dict[int, set[str]] = {}  # segment id -> the contacts its windows found
         windowed: list[Segment] = []
         for segment in workspace_segments(uow.session, workspace_id):
-            if not depends_on_now(segment.rule):
+            compiled = compiled_segment(segment)  # cached per rule version
+            if not compiled.uses_now:
                 continue
-            thresholds = time_thresholds(segment.rule)
+            thresholds = compiled.thresholds
             if window.start is None or not thresholds:
                 # No watermark yet, or a rule whose clock use has no index window: reconcile in SQL.
                 diff.extend(rebuild_batch(uow.session, segment, after=None, upto=None, now=now, cause=EventCause.TIME_PASSED))

@@ -54,7 +54,7 @@ from ..storage import MAX_SEGMENTS_PER_WORKSPACE, Segment, Workspace, contact_vi
 from ..storage import queries as q
 from .commands import RebuildSegment
 from .errors import InvalidInput, LimitReached, SegmentsError
-from .segments import _changed, _is_advanced, get_segment, get_workspace
+from .segments import _is_advanced, get_segment, get_workspace, record_change
 from .uow import UnitOfWork
 
 export_too_large_message = too_large_message
@@ -363,7 +363,7 @@ def _replace(uow: UnitOfWork, workspace_id: str, plan: list[_Planned], now: floa
             segment.rule_version += 1
             segment.updated_at = now
             uow.add_command(RebuildSegment(workspace_id, segment.id, segment.rule_version))
-            uow.add_command(_changed(segment, "edited"))
+            record_change(uow, segment, "edited", now=now)
         if planned.item.description != segment.description:
             segment.description = planned.item.description
             segment.updated_at = now
@@ -418,7 +418,7 @@ def _create(uow: UnitOfWork, workspace_id: str, plan: list[_Planned], now: float
         raise
     for segment in segments.values():
         uow.add_command(RebuildSegment(workspace_id, segment.id, segment.rule_version, first_build=True))
-        uow.add_command(_changed(segment, "created"))
+        record_change(uow, segment, "created", now=now)
     return segments
 
 

@@ -237,6 +237,13 @@ class Membership(Base):
     since: Mapped[float] = mapped_column(Double)
 
 
+def undelivered_index(table_name: str) -> Index:
+    """An outbox's index of what is waiting for delivery, oldest first per workspace (small: a
+    delivered row leaves it)."""
+    where = text("delivered_at IS NULL")
+    return Index(f"ix_{table_name}_undelivered", "workspace_id", "seq", postgresql_where=where, sqlite_where=where)
+
+
 class MembershipEvent(Base):
     """The outbox: written in the membership's transaction, delivered to the host at least once."""
 
@@ -244,13 +251,7 @@ class MembershipEvent(Base):
     __table_args__ = (
         CheckConstraint("kind IN ('entered', 'exited', 'built')", name="kind"),
         CheckConstraint("(kind = 'built') = (contact_id IS NULL)", name="contact_unless_built"),
-        Index(  # small: only what is waiting for delivery
-            "ix_membership_events_undelivered",
-            "workspace_id",
-            "seq",
-            postgresql_where=text("delivered_at IS NULL"),
-            sqlite_where=text("delivered_at IS NULL"),
-        ),
+        undelivered_index("membership_events"),
         Index("ix_membership_events_workspace_id_seq", "workspace_id", "seq"),
         {"sqlite_autoincrement": True},  # seq only grows, even after delivered events are purged
     )
@@ -265,6 +266,30 @@ class MembershipEvent(Base):
     rule_version: Mapped[int] = mapped_column(Integer)
     occurred_at: Mapped[float] = mapped_column(Double)
     member_count: Mapped[int | None] = mapped_column(Integer)
+    delivered_at: Mapped[float | None] = mapped_column(Double)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+
+
+class SegmentChange(Base):
+    """The outbox of segment notifications ("created", "edited", "renamed", "deleted"): written in
+    the segment's transaction, delivered to the host at least once, like membership events.
+
+    No foreign key to ``segments``: a deleted segment's notification outlives it."""
+
+    __tablename__ = "segment_changes"
+    __table_args__ = (
+        CheckConstraint("change IN ('created', 'edited', 'renamed', 'deleted')", name="change"),
+        undelivered_index("segment_changes"),
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: Mapped[int] = mapped_column(AutoIncrementBigInteger, primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(Text, ForeignKey("workspaces.id", ondelete="CASCADE"))
+    segment_id: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(Text)
+    rule_version: Mapped[int] = mapped_column(Integer)
+    change: Mapped[str] = mapped_column(Text)
+    occurred_at: Mapped[float] = mapped_column(Double)
     delivered_at: Mapped[float | None] = mapped_column(Double)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 

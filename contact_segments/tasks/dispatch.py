@@ -23,7 +23,6 @@ from ..service.commands import (
     DeliverEvents,
     EvaluatePending,
     RebuildSegment,
-    SegmentChanged,
 )
 from ..service.settings import Settings
 
@@ -79,8 +78,6 @@ class CeleryDispatcher:
                         self.app.send_task("segments.deliver_events", args=[workspace_id])
                 case RebuildSegment(workspace_id, segment_id, rule_version, first_build):
                     self.app.send_task("segments.rebuild_segment", args=[workspace_id, segment_id, rule_version, first_build])
-                case SegmentChanged(workspace_id, segment_id, name, rule_version, change):
-                    self.app.send_task("segments.segment_changed", args=[workspace_id, segment_id, name, rule_version, change])
                 case DeleteContact(workspace_id, contact_id):
                     self.app.send_task("segments.contact_deleted", args=[workspace_id, contact_id])
                 case CreateWorkspace(workspace_id, name, timezone):

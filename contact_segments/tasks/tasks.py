@@ -22,7 +22,6 @@ from ..service.commands import (
     DeliverEvents,
     EvaluatePending,
     RebuildSegment,
-    SegmentChanged,
 )
 from ..service.events import DeliveryFailed
 from ..service.handlers import (
@@ -31,7 +30,6 @@ from ..service.handlers import (
     handle_deliver,
     handle_evaluate,
     handle_rebuild,
-    handle_segment_changed,
 )
 from ..service.maintenance import schedule_pending_work, sweep, workspace_ids
 
@@ -87,12 +85,8 @@ def register_tasks(app: Celery) -> None:
     @app.task(name="segments.deliver_events", **(RETRYING | {"autoretry_for": (*TRANSIENT_ERRORS, DeliveryFailed)}))
     def deliver_events(self, workspace_id: str) -> None:
         runtime.dispatcher.coalescer.release("deliver", workspace_id)
-        handle_deliver(runtime.uow(), DeliverEvents(workspace_id), now=time.time(), deliver=runtime.deliver)
-
-    @app.task(name="segments.segment_changed", **RETRYING)
-    def segment_changed(self, workspace_id: str, segment_id: int, name: str, rule_version: int, change: str) -> None:
-        command = SegmentChanged(workspace_id, segment_id, name, rule_version, change)
-        handle_segment_changed(command, notify=runtime.notify)
+        command = DeliverEvents(workspace_id)
+        handle_deliver(runtime.uow(), command, now=time.time(), deliver=runtime.deliver, notify=runtime.notify)
 
     # -- the beat's jobs: fan out one message per workspace ------------------------------
 

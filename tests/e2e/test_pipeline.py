@@ -8,13 +8,16 @@ evaluating each contact's final snapshot with ``apply``.
 from __future__ import annotations
 
 import random
+import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import func, select
 
 from contact_segments import service
 from contact_segments.rules import apply
+from contact_segments.service.maintenance import REBUILD_GRACE_SECONDS, schedule_pending_work
 from contact_segments.storage import Contact, Membership, MembershipEvent
 from tests.support.reference_host import FAILURES_ENV
 from tests.support.workers import Pipeline, wait_for
@@ -171,3 +174,48 @@ def test_a_failing_host_hook_gets_the_same_events_again(pipeline: Pipeline) -> N
     assert refused <= set(ids)
     entered = {e["segment_id"] for e in delivered if e["contact_id"] == "c1" and e["kind"] == "entered"}
     assert len(entered) == 3  # with tags, country known, language known
+
+
+def test_what_the_host_called_survives_losing_every_queued_message(pipeline: Pipeline) -> None:
+    """Redis keeps nothing on disk: a restart loses every queued message.  Each hook call has
+    written what it must to the database before returning (the workspace and its defaults, the
+    snapshot and its pending change, the deletion and its "exited" events), and so has a
+    segment's creation (the segment, its notification), so what the beat sends
+    (``segments.schedule_pending_work``) finishes the work once a worker runs."""
+
+    def lose_the_queue_then_recover(what: str, done: Callable[[], bool]) -> None:
+        pipeline.broker.flushdb()
+        worker = pipeline.start_worker()
+        # What the beat's segments.schedule_pending_work does, at an instant a minute later (it
+        # leaves a rebuild alone while it may still be in flight): send what the database says
+        # is due to the workers.
+        later = time.time() + REBUILD_GRACE_SECONDS + 1
+        assert schedule_pending_work(pipeline.uow(), now=later) > 0
+        wait_for(lambda: done() and drained(pipeline, "ws"), timeout=60, what=what)
+        worker.stop()
+
+    pipeline.hooks.hook.segments_workspace_created(workspace_id="ws", name="Acme", timezone=TIMEZONE)
+    assert _segment_count(pipeline, "ws") == 5
+    lose_the_queue_then_recover("the first builds", lambda: _outbox_count(pipeline, kind="built") == 5)
+    with_tags = next(s.id for s in service.list_segments(pipeline.uow(), "ws") if s.name == "Contacts with tags")
+
+    vip = service.create_segment(
+        pipeline.uow(), "ws", name="VIP", rule=service.RuleInput(rule={"in": ["vip", {"var": "tags"}]}), now=time.time()
+    )
+
+    def told(change: str) -> bool:
+        return any(
+            r["type"] == "segment_changed" and r["segment"]["id"] == vip.id and r["change"] == change
+            for r in pipeline.host.records()
+        )
+
+    lose_the_queue_then_recover("'created' and the first build", lambda: told("created") and _built(pipeline, vip.id))
+
+    pipeline.hooks.hook.segments_contact_saved(workspace_id="ws", snapshot=snapshot("c1", 1, ["vip"]))
+    lose_the_queue_then_recover("'entered'", lambda: events_of(pipeline, with_tags, "c1") == ["entered"])
+
+    pipeline.hooks.hook.segments_contact_deleted(workspace_id="ws", contact_id="c1")
+    with pipeline.session_factory() as session:
+        assert session.scalar(select(func.count()).where(Contact.id == "c1")) == 0
+        assert session.scalar(select(func.count()).where(Membership.contact_id == "c1")) == 0
+    lose_the_queue_then_recover("'exited'", lambda: events_of(pipeline, with_tags, "c1") == ["entered", "exited"])

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from contact_segments.rules import apply
 from contact_segments.rules.catalog import STRING_FIELDS, TIMESTAMP_FIELDS
 from contact_segments.service import (
+    DeliveryFailed,
     DuplicateName,
     InlineDispatcher,
     InvalidInput,
@@ -463,7 +464,7 @@ def test_delete_removes_memberships_undelivered_events_and_frees_the_slot(
     kept_members, kept_events = members(session_factory, kept.id), events(session_factory, segment_id=kept.id)
     slots = slot_count(session_factory)
 
-    delete_segment(uow, ws, doomed.id)
+    delete_segment(uow, ws, doomed.id, now=NOW)
 
     assert members(session_factory, doomed.id) == set()
     with session_factory() as session:
@@ -475,7 +476,7 @@ def test_delete_removes_memberships_undelivered_events_and_frees_the_slot(
     assert doomed.id not in segment_ids_by_name(uow).values()
     for operation in (
         lambda: segment_view(uow, ws, doomed.id),
-        lambda: delete_segment(uow, ws, doomed.id),
+        lambda: delete_segment(uow, ws, doomed.id, now=NOW),
         lambda: rename_segment(uow, ws, doomed.id, name="Back", now=NOW),
         lambda: edit_segment(uow, ws, doomed.id, rule=RuleInput(rule=VIP), now=NOW),
         lambda: list(iter_members(uow, ws, doomed.id)),
@@ -488,6 +489,49 @@ def test_delete_removes_memberships_undelivered_events_and_frees_the_slot(
     assert again.id > kept.id  # a deleted segment's id is never reused
 
 
+def test_segment_notifications_reach_the_host_once_in_order_even_after_it_failed(
+    uow: UnitOfWork, session_factory: sessionmaker[Session], ws: str
+) -> None:
+    """Segment changes are an outbox like membership events: written with the change,
+    delivered in order, again (the same ones) after the host raised, and a deleted segment's
+    notification outlives the segment.  They go before the events of the same delivery, so a
+    segment's "created" reaches the host before its "built"."""
+    deliver_events(uow, ws, lambda batch: None, notify=lambda *change: None, now=NOW)  # the defaults'
+    segment = create_segment(uow, ws, name="VIP", rule=RuleInput(rule=VIP), now=NOW)
+    rename_segment(uow, ws, segment.id, name="Very important", now=NOW)
+    edit_segment(uow, ws, segment.id, rule=RuleInput(rule=MALAYSIA), now=NOW)
+    delete_segment(uow, ws, segment.id, now=NOW)
+    expected = [
+        (ws, {"id": segment.id, "name": "VIP", "rule_version": 1}, "created"),
+        (ws, {"id": segment.id, "name": "Very important", "rule_version": 1}, "renamed"),
+        (ws, {"id": segment.id, "name": "Very important", "rule_version": 2}, "edited"),
+        (ws, {"id": segment.id, "name": "Very important", "rule_version": 2}, "deleted"),
+    ]
+    told: list[Any] = []
+
+    def failing(*change: Any) -> None:
+        told.append(change)
+        if len(told) == 2:
+            raise RuntimeError("the host is down")
+
+    with pytest.raises(DeliveryFailed):
+        deliver_events(uow, ws, None, notify=failing, now=NOW)
+    assert told == expected[:2]
+    told.clear()
+    deliver_events(uow, ws, None, notify=lambda *c: told.append(c), now=NOW)
+    assert told == expected  # the first two again: at least once
+    told.clear()
+    deliver_events(uow, ws, None, notify=lambda *c: told.append(c), now=NOW)
+    assert told == []
+
+    other = create_segment(uow, ws, name="Other", rule=RuleInput(rule=VIP), now=NOW)  # built inline
+    order: list[str] = []
+    deliver_events(
+        uow, ws, lambda batch: order.extend(e.kind for e in batch), notify=lambda *c: order.append(c[2]), now=NOW
+    )
+    assert order[:2] == ["created", "built"] and other.id
+
+
 def test_a_segment_of_another_workspace_is_not_found(
     uow: UnitOfWork, session_factory: sessionmaker[Session], ws: str
 ) -> None:
@@ -496,7 +540,7 @@ def test_a_segment_of_another_workspace_is_not_found(
     state = table_rows(session_factory)
     for operation in (
         lambda: segment_view(uow, ws, theirs.id),
-        lambda: delete_segment(uow, ws, theirs.id),
+        lambda: delete_segment(uow, ws, theirs.id, now=NOW),
         lambda: rename_segment(uow, ws, theirs.id, name="Mine", now=NOW),
         lambda: edit_segment(uow, ws, theirs.id, rule=RuleInput(rule=MALAYSIA), now=NOW),
         lambda: list(iter_members(uow, ws, "not-a-number")),
@@ -580,7 +624,7 @@ def test_a_workspace_holds_at_most_500_segments(uow: UnitOfWork, session_factory
         save_as_new(uow, ws, segment_ids_by_name(uow)["last 0"], name="a copy", rule=None, now=NOW)
     assert table_rows(session_factory) == state
 
-    delete_segment(uow, ws, segment_ids_by_name(uow)["last 1"])
+    delete_segment(uow, ws, segment_ids_by_name(uow)["last 1"], now=NOW)
     create_segment(uow, ws, name="one too many", rule=RuleInput(rule=VIP), now=NOW)
     assert segment_rows(session_factory) == slot_count(session_factory) == LIMIT
     with pytest.raises(LimitReached):
@@ -681,7 +725,7 @@ def test_deleting_a_segment_while_a_contact_is_evaluated_does_not_deadlock(
         return run
 
     evaluation = threading.Thread(target=guarded(lambda: evaluate_pending(UnitOfWork(factory), ws, now=NOW)))
-    deletion = threading.Thread(target=guarded(lambda: delete_segment(UnitOfWork(factory), ws, segment.id)))
+    deletion = threading.Thread(target=guarded(lambda: delete_segment(UnitOfWork(factory), ws, segment.id, now=NOW)))
     try:
         evaluation.start()
         assert taken.wait(timeout=30)
@@ -880,7 +924,7 @@ def test_defaults_are_ordinary_segments_and_never_come_back(
     uow: UnitOfWork, session_factory: sessionmaker[Session], ws: str
 ) -> None:
     ids = segment_ids_by_name(uow)
-    delete_segment(uow, ws, ids["Country known"])
+    delete_segment(uow, ws, ids["Country known"], now=NOW)
     rename_segment(uow, ws, ids["Language known"], name="Speaks something", now=NOW)
     edit_segment(uow, ws, ids["Contacts with tags"], rule=RuleInput(rule=VIP), now=NOW)
     state = table_rows(session_factory)
@@ -906,7 +950,7 @@ def test_a_default_added_by_a_later_registry_reaches_an_existing_workspace_once(
 ) -> None:
     contacts = make_contacts(30)
     upsert_contacts(uow, ws, contacts, now=NOW)
-    delete_segment(uow, ws, segment_ids_by_name(uow)["Country known"])
+    delete_segment(uow, ws, segment_ids_by_name(uow)["Country known"], now=NOW)
     registry = registry_v2(DefaultSegment("vip", "VIP contacts", VIP, None))
     before = last_seq(session_factory)
 
@@ -955,7 +999,7 @@ def test_a_new_default_waits_for_room_in_a_full_workspace(
         uow.commit()
     assert segment_rows(session_factory) == slot_count(session_factory) == LIMIT
 
-    delete_segment(uow, ws, segment_ids_by_name(uow)["filler 7"])
+    delete_segment(uow, ws, segment_ids_by_name(uow)["filler 7"], now=NOW)
     with uow:
         assert len(seed_defaults(uow, ws, "UTC", now=NOW, registry=registry)) == 1
         uow.commit()

@@ -41,13 +41,13 @@ from contact_segments.service import (
     upsert_contacts,
 )
 from contact_segments.service import transfer as transfer_module
-from contact_segments.service.commands import SegmentChanged
 from contact_segments.storage import (
     Base,
     Contact,
     Membership,
     MembershipEvent,
     Segment,
+    SegmentChange,
     Workspace,
     load_contact_views,
 )
@@ -275,7 +275,7 @@ def test_export_refuses_unknown_ids_and_empty_workspaces(uow: UnitOfWork, engine
     with pytest.raises(NotFound):
         export_segments(uow, "no-such-workspace", now=NOW)
     for segment_id in segment_ids(engine, A).values():
-        delete_segment(uow, A, segment_id)
+        delete_segment(uow, A, segment_id, now=NOW)
     with pytest.raises(InvalidInput, match="nothing to export"):
         export_segments(uow, A, now=NOW)
 
@@ -464,7 +464,9 @@ def test_replace_keeps_the_id_and_sends_events_for_the_change(
     assert sorted(new_events) == sorted(
         [("entered", "rule_edited")] * outcome.would_enter + [("exited", "rule_edited")] * outcome.would_exit
     )
-    assert any(isinstance(c, SegmentChanged) and c.change == "edited" for c in recorder.commands)
+    with session_factory() as session:
+        changes = session.execute(select(SegmentChange.segment_id, SegmentChange.change, SegmentChange.rule_version)).all()
+    assert (vip.id, "edited", 2) in [tuple(c) for c in changes]
 
 
 def test_a_description_change_alone_is_written_without_events(
@@ -566,7 +568,7 @@ def test_import_into_an_unknown_workspace(uow: UnitOfWork) -> None:
 def test_imported_segments_keep_is_default_and_descriptions(uow: UnitOfWork, engine: Engine) -> None:
     create_workspace(uow, A, now=NOW)
     for segment_id in segment_ids(engine, A).values():
-        delete_segment(uow, A, segment_id)
+        delete_segment(uow, A, segment_id, now=NOW)
     create_workspace(uow, B, now=NOW)
     exported = export_segments(uow, B, now=NOW)
     exported["segments"][0]["description"] = "from B"
