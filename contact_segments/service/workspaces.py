@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 
 from ..storage import Workspace
 from ..storage import queries as q
@@ -69,7 +69,7 @@ def delete_workspace(uow: UnitOfWork, workspace_id: str, *, missing_ok: bool = F
             if missing_ok:
                 return
             raise NotFound("workspace", workspace_id)
-        uow.session.execute(delete(Workspace).where(Workspace.id == workspace_id))
+        q.delete_workspace_rows(uow.session, workspace_id)
         uow.commit()
 
 

@@ -274,7 +274,10 @@ class SegmentChange(Base):
     """The outbox of segment notifications ("created", "edited", "renamed", "deleted"): written in
     the segment's transaction, delivered to the host at least once, like membership events.
 
-    No foreign key to ``segments``: a deleted segment's notification outlives it."""
+    No foreign keys, like the events' ``workspace_id``: a deleted segment's notification
+    outlives it, and a key check on ``workspaces`` would make the segment's transaction wait for
+    a tick holding the workspace row while the tick waits for the segment (a deadlock).
+    :func:`~.queries.delete_workspace_rows` removes a deleted workspace's rows."""
 
     __tablename__ = "segment_changes"
     __table_args__ = (
@@ -284,7 +287,7 @@ class SegmentChange(Base):
     )
 
     seq: Mapped[int] = mapped_column(AutoIncrementBigInteger, primary_key=True)
-    workspace_id: Mapped[str] = mapped_column(Text, ForeignKey("workspaces.id", ondelete="CASCADE"))
+    workspace_id: Mapped[str] = mapped_column(Text)
     segment_id: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(Text)
     rule_version: Mapped[int] = mapped_column(Integer)

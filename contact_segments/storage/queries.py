@@ -521,6 +521,14 @@ def append_segment_change(session: Session, change: Mapping[str, Any]) -> None:
     session.execute(insert(_segment_changes).values(**change))
 
 
+def delete_workspace_rows(session: Session, workspace_id: str) -> None:
+    """Delete the workspace and everything in it: its row takes contacts, segments, memberships
+    and events with it (foreign keys, ``ON DELETE CASCADE``); its segment notifications, which
+    have no foreign key, go explicitly."""
+    session.execute(delete(_segment_changes).where(_segment_changes.c.workspace_id == workspace_id))
+    session.execute(delete(_workspaces).where(_workspaces.c.id == workspace_id))
+
+
 Outbox = type[MembershipEvent] | type[SegmentChange]
 """One of the two outboxes: membership events, or segment notifications."""
 

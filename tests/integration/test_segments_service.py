@@ -38,6 +38,7 @@ from contact_segments.service import (
     create_workspace,
     delete_contact,
     delete_segment,
+    delete_workspace,
     deliver_events,
     edit_segment,
     evaluate_pending,
@@ -60,6 +61,7 @@ from contact_segments.storage import (
     Membership,
     MembershipEvent,
     Segment,
+    SegmentChange,
     Workspace,
     make_engine,
     make_session_factory,
@@ -227,6 +229,7 @@ def table_rows(session_factory: sessionmaker[Session]) -> dict[str, Any]:
             "contacts": sorted(session.execute(select(Contact.id, Contact.version)).tuples()),
             "memberships": sorted(session.execute(select(Membership.segment_id, Membership.contact_id)).tuples()),
             "events": session.scalar(select(func.count()).select_from(MembershipEvent)),
+            "segment changes": session.scalar(select(func.count()).select_from(SegmentChange)),
             "registry": sorted(
                 session.execute(select(DefaultRegistryEntry.default_key, DefaultRegistryEntry.segment_id)).tuples()
             ),
@@ -530,6 +533,32 @@ def test_segment_notifications_reach_the_host_once_in_order_even_after_it_failed
         uow, ws, lambda batch: order.extend(e.kind for e in batch), notify=lambda *c: order.append(c[2]), now=NOW
     )
     assert order[:2] == ["created", "built"] and other.id
+
+
+def test_deleting_a_workspace_takes_everything_in_it_and_nothing_else(
+    uow: UnitOfWork, session_factory: sessionmaker[Session], ws: str
+) -> None:
+    create_workspace(uow, "ws-2", now=NOW)
+    for workspace_id in (ws, "ws-2"):
+        upsert_contacts(uow, workspace_id, make_contacts(10), now=NOW)
+        create_segment(uow, workspace_id, name="VIP", rule=RuleInput(rule=VIP), now=NOW)
+    with session_factory() as session:  # everything below exists in both, undelivered
+        assert {r[0] for r in session.execute(select(SegmentChange.workspace_id))} == {ws, "ws-2"}
+    create_workspace(uow, "ws-3", now=NOW)
+    delete_workspace(uow, "ws-3")
+    kept = table_rows(session_factory)
+
+    delete_workspace(uow, ws)
+
+    with session_factory() as session:
+        for model in (Contact, Segment, Membership, MembershipEvent, SegmentChange, DefaultRegistryEntry):
+            assert session.scalar(select(func.count()).select_from(model).where(model.workspace_id == ws)) == 0, model
+        assert session.get(Workspace, ws) is None
+        assert session.scalar(select(func.count()).select_from(SegmentChange)) > 0  # ws-2's
+    with pytest.raises(NotFound):
+        delete_workspace(uow, ws)
+    delete_workspace(uow, ws, missing_ok=True)
+    assert table_rows(session_factory)["workspaces"] == [r for r in kept["workspaces"] if r[0] != ws]
 
 
 def test_a_segment_of_another_workspace_is_not_found(

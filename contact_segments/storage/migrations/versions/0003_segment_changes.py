@@ -37,12 +37,6 @@ def upgrade() -> None:
         sa.CheckConstraint(
             "change IN ('created', 'edited', 'renamed', 'deleted')", name=op.f("ck_segment_changes_change")
         ),
-        sa.ForeignKeyConstraint(
-            ["workspace_id"],
-            ["workspaces.id"],
-            name=op.f("fk_segment_changes_workspace_id_workspaces"),
-            ondelete="CASCADE",
-        ),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_segment_changes")),
         sqlite_autoincrement=True,
     )
