@@ -46,7 +46,8 @@ def segments_contact_saved(workspace_id: str, snapshot: dict[str, Any]) -> None:
     """A contact was created or changed: ``snapshot`` is its full snapshot with a ``version``.
 
     The snapshot is stored if its version is newer than the stored one (a stale or duplicate
-    one is a no-op), and its evaluation is enqueued.  Raises
+    one is a no-op, and so is one no newer than a deleted contact's last version: it stays
+    deleted), and its evaluation is enqueued.  Raises
     :class:`contact_segments.service.InvalidInput` for a snapshot that does not validate.
     """
 

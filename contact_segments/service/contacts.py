@@ -4,8 +4,9 @@ Storing and evaluating are two steps, so a host's request thread can do the firs
 the second:
 
 * :func:`store_snapshots` keeps each snapshot only if its version is newer than the stored one
-  (a stale or duplicate snapshot is a no-op); the database marks the fields it changed as
-  *pending*;
+  (a stale or duplicate snapshot is a no-op, as is one no newer than a deleted contact's last
+  version: a late save does not bring a deleted contact back); the database marks the fields
+  it changed as *pending*;
 * :func:`evaluate_pending` takes pending contacts under their row locks, re-evaluates only the
   segments whose rules read a changed field, writes the membership diff and its events, and
   clears the pending marks - all in one transaction.
@@ -192,7 +193,7 @@ def delete_contact(uow: UnitOfWork, workspace_id: str, contact_id: str, *, now: 
     """Delete a contact: it exits every segment, with an event for each."""
     with uow:
         get_workspace(uow, workspace_id)
-        if not q.delete_contacts(uow.session, workspace_id, [contact_id]):
+        if not q.delete_contacts(uow.session, workspace_id, [contact_id], now=now):
             raise NotFound("contact", contact_id, workspace_id)
         diff = evaluate_contacts(uow.session, workspace_id, [contact_id], now=now, cause=EventCause.CONTACT_DELETED)
         if diff:

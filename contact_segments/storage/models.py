@@ -194,6 +194,21 @@ def contact_view_columns() -> dict[str, ColumnElement[Any]]:
     return {name: columns[name] for name in CONTACT_VIEW_FIELDS}
 
 
+class ContactTombstone(Base):
+    """A deleted contact's last stored version: a snapshot no newer than it, arriving after the
+    deletion (a host's retry, a late message), is stale and does not bring the contact back.
+
+    No foreign key, like the outboxes' ``workspace_id`` (a key check on the workspace row would
+    make a deletion wait for a tick that waits for the deleted contact's row)."""
+
+    __tablename__ = "contact_tombstones"
+
+    workspace_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    contact_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    deleted_at: Mapped[float] = mapped_column(Double)
+
+
 class Segment(Base):
     __tablename__ = "segments"
     __table_args__ = (
@@ -277,7 +292,7 @@ class SegmentChange(Base):
     No foreign keys, like the events' ``workspace_id``: a deleted segment's notification
     outlives it, and a key check on ``workspaces`` would make the segment's transaction wait for
     a tick holding the workspace row while the tick waits for the segment (a deadlock).
-    :func:`~.queries.delete_workspace_rows` removes a deleted workspace's rows."""
+    :func:`~.queries.delete_workspace_rows` removes a deleted workspace's rows (and tombstones)."""
 
     __tablename__ = "segment_changes"
     __table_args__ = (

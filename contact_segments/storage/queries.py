@@ -46,6 +46,7 @@ from contact_segments.storage.models import (
     MAX_SEGMENTS_PER_WORKSPACE,
     TRACKED_FIELDS,
     Contact,
+    ContactTombstone,
     DefaultRegistryEntry,
     Membership,
     MembershipEvent,
@@ -65,6 +66,7 @@ _contacts = cast(Table, Contact.__table__)
 _memberships = cast(Table, Membership.__table__)
 _events = cast(Table, MembershipEvent.__table__)
 _segment_changes = cast(Table, SegmentChange.__table__)
+_tombstones = cast(Table, ContactTombstone.__table__)
 _registry = cast(Table, DefaultRegistryEntry.__table__)
 
 _DELIVERY_LOCK_CLASS = 0x5E6
@@ -176,7 +178,12 @@ def upsert_contacts(
             where=_contacts.c.version < insert.excluded.version,
         ).returning(_contacts.c.id)
 
-    rows = [newest[contact_id] for contact_id in sorted(newest)]  # one lock order for all callers
+    # A deleted contact's snapshot no newer than its tombstone is stale: it stays deleted.  (A
+    # save racing the deletion itself, within the same instant, can still bring it back.)
+    buried = tombstone_versions(session, workspace_id, newest)
+    rows = [  # in id order: one lock order for all callers
+        newest[contact_id] for contact_id in sorted(newest) if newest[contact_id]["version"] > buried.get(contact_id, -1)
+    ]
     return [
         contact_id
         for batch in batched(rows, BATCH_SIZE)
@@ -238,17 +245,45 @@ def contact_versions(session: Session, workspace_id: str, contact_ids: Iterable[
     return versions
 
 
-def delete_contacts(session: Session, workspace_id: str, contact_ids: Iterable[str]) -> list[str]:
-    """Delete the contacts; return the ids that existed. Memberships are the caller's to remove."""
+def delete_contacts(session: Session, workspace_id: str, contact_ids: Iterable[str], *, now: float) -> list[str]:
+    """Delete the contacts, leaving a tombstone with each one's version; return the ids that
+    existed. Memberships are the caller's to remove."""
     deleted: list[str] = []
     for batch in batched(sorted(set(contact_ids)), BATCH_SIZE):
         statement = (
             delete(_contacts)
             .where(_contacts.c.workspace_id == workspace_id, _among(session, _contacts.c.id, batch))
-            .returning(_contacts.c.id)
+            .returning(_contacts.c.id, _contacts.c.version)
         )
-        deleted.extend(session.scalars(statement))
+        rows = session.execute(statement).tuples().all()
+        if rows:
+            tombstones = [
+                {"workspace_id": workspace_id, "contact_id": contact_id, "version": version, "deleted_at": now}
+                for contact_id, version in rows
+            ]
+            insert = insert_for(session, _tombstones)
+            session.execute(
+                insert.on_conflict_do_update(
+                    index_elements=[_tombstones.c.workspace_id, _tombstones.c.contact_id],
+                    set_={"version": insert.excluded.version, "deleted_at": insert.excluded.deleted_at},
+                ),
+                tombstones,
+            )
+        deleted.extend(contact_id for contact_id, _ in rows)
     return deleted
+
+
+def tombstone_versions(session: Session, workspace_id: str, contact_ids: Iterable[str]) -> dict[str, int]:
+    """The version each of ``contact_ids`` had when it was deleted (those never deleted are left out)."""
+    versions: dict[str, int] = {}
+    for batch in batched(sorted(set(contact_ids)), BATCH_SIZE):
+        rows = session.execute(
+            select(_tombstones.c.contact_id, _tombstones.c.version).where(
+                _tombstones.c.workspace_id == workspace_id, _among(session, _tombstones.c.contact_id, batch)
+            )
+        )
+        versions.update(rows.tuples().all())
+    return versions
 
 
 # --- memberships ------------------------------------------------------------------------------
@@ -523,9 +558,10 @@ def append_segment_change(session: Session, change: Mapping[str, Any]) -> None:
 
 def delete_workspace_rows(session: Session, workspace_id: str) -> None:
     """Delete the workspace and everything in it: its row takes contacts, segments, memberships
-    and events with it (foreign keys, ``ON DELETE CASCADE``); its segment notifications, which
-    have no foreign key, go explicitly."""
+    and events with it (foreign keys, ``ON DELETE CASCADE``); its segment notifications and
+    contact tombstones, which have no foreign key, go explicitly."""
     session.execute(delete(_segment_changes).where(_segment_changes.c.workspace_id == workspace_id))
+    session.execute(delete(_tombstones).where(_tombstones.c.workspace_id == workspace_id))
     session.execute(delete(_workspaces).where(_workspaces.c.id == workspace_id))
 
 

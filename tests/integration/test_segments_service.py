@@ -924,6 +924,14 @@ def test_deleting_a_contact_exits_every_segment(uow: UnitOfWork, session_factory
     with pytest.raises(NotFound):
         delete_contact(uow, "no-such-workspace", contacts[0]["id"], now=NOW)
 
+    # A stale save arriving after the deletion (a host's retry) does not bring the contact back;
+    # a newer one (restored in the host) does, and it enters its segments again.
+    assert upsert_contacts(uow, ws, [victim], now=NOW + 120) == []
+    assert {sid: members(session_factory, sid) for sid in segments} == others
+    assert events(session_factory, after=before)[len(found):] == []
+    assert upsert_contacts(uow, ws, [{**victim, "version": victim["version"] + 1}], now=NOW + 180) == [victim["id"]]
+    assert {sid for sid in segments if victim["id"] in members(session_factory, sid)} == in_segments
+
     # It may come back, as a new contact.
     upsert_contacts(uow, ws, [victim], now=NOW + 120)
     assert {sid for sid in segments if victim["id"] in members(session_factory, sid)} == in_segments

@@ -59,6 +59,7 @@ from contact_segments.storage import (
     seeded_defaults,
     segment_name_taken,
     setwise,
+    tombstone_versions,
     try_lock_delivery,
     upsert_contacts,
     workspaces_with_undelivered_events,
@@ -357,9 +358,25 @@ def test_take_returns_at_most_the_limit_in_id_order(session: Session) -> None:
 
 def test_delete_contacts_returns_the_ids_that_existed(session: Session) -> None:
     upsert_contacts(session, WS, [snapshot("c1", 1), snapshot("c2", 1)], now=NOW)
-    assert delete_contacts(session, WS, ["c1", "nope"]) == ["c1"]
-    assert delete_contacts(session, WS, ["c1"]) == []
+    assert delete_contacts(session, WS, ["c1", "nope"], now=NOW) == ["c1"]
+    assert delete_contacts(session, WS, ["c1"], now=NOW) == []
     assert set(load_contact_views(session, WS, ["c1", "c2"])) == {"c2"}
+
+
+def test_a_deleted_contact_comes_back_only_with_a_newer_snapshot(session: Session) -> None:
+    upsert_contacts(session, WS, [snapshot("c1", 5), snapshot("c2", 1)], now=NOW)
+    delete_contacts(session, WS, ["c1"], now=NOW)
+    assert tombstone_versions(session, WS, ["c1", "c2"]) == {"c1": 5}
+
+    assert upsert_contacts(session, WS, [snapshot("c1", 4), snapshot("c1", 5)], now=NOW) == []  # stale, duplicate
+    assert load_contact_views(session, WS, ["c1"]) == {}
+    assert upsert_contacts(session, WS, [snapshot("c1", 6, country="MY")], now=NOW) == ["c1"]  # restored in the host
+    assert load_contact_views(session, WS, ["c1"])["c1"]["country"] == "MY"
+
+    delete_contacts(session, WS, ["c1"], now=NOW + 1)  # deleted again: the tombstone moves on
+    assert tombstone_versions(session, WS, ["c1"]) == {"c1": 6}
+    assert upsert_contacts(session, WS, [snapshot("c1", 6)], now=NOW) == []
+    assert upsert_contacts(session, "elsewhere", [], now=NOW) == []
 
 
 # --- memberships ------------------------------------------------------------------------------
