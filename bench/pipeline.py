@@ -74,7 +74,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pgscratch import execute, reset_schema, schema_url, vacuum
+from pgscratch import (
+    COUNTRIES,
+    LANGUAGES,
+    LIFECYCLES,
+    PLANS,
+    TAGS,
+    execute,
+    generate_contacts,
+    reset_schema,
+    schema_url,
+    vacuum,
+)
 from sqlalchemy import Engine, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
@@ -92,11 +103,6 @@ NUDGE_AFTER = 15.0
 DRAIN_TIMEOUT = 120.0
 """Seconds without progress (events, pending contacts, deliveries) before giving up."""
 
-TAGS = ["promotion", "vip", "newsletter", "b2b", "churn-risk", "event-2026"]
-COUNTRIES = ["MY", "SG", "ID", "TH", "PH", "VN", "US", "GB"]
-LANGUAGES = ["en", "ms", "id", "th", "zh", "vi"]
-LIFECYCLES = ["new lead", "hot lead", "customer", "cold"]
-PLANS = ["free", "pro", "enterprise"]
 
 
 def _var(name: str) -> dict[str, Any]:
@@ -137,42 +143,6 @@ def custom_segments() -> dict[str, Any]:
         "B2B enterprise": {"and": [_tagged("b2b"), {"==": [_var("custom_fields.plan"), "enterprise"]}]},
     }
     return rules
-
-
-GENERATE = """
-INSERT INTO contacts (
-    workspace_id, id, version, first_name, last_name, email, phone, country, language, lifecycle,
-    assignee, conversation_status, last_interacted_channel, channels, tags, created_at,
-    last_incoming_message_at, last_outgoing_message_at, custom_fields, updated_at, pending_mask)
-SELECT
-    :ws, 'c' || lpad(n::text, 8, '0'), 1,
-    'First' || (n % 997), 'Last' || (n % 991),
-    CASE WHEN r1 < 0.6 THEN 'c' || n || '@example.com' END,
-    CASE WHEN r2 < 0.8 THEN '+60' || (100000000 + n) END,
-    CASE WHEN r3 < 0.8 THEN (CAST(:countries AS text[]))[1 + floor(r4 * 8)::int] END,
-    CASE WHEN r5 < 0.7 THEN (CAST(:languages AS text[]))[1 + floor(r6 * 6)::int] END,
-    (CAST(:lifecycles AS text[]))[1 + n % 4],
-    (ARRAY[NULL, 'aisyah', 'ben', 'chen'])[1 + n % 4],
-    CASE WHEN n % 2 = 0 THEN 'open' ELSE 'closed' END,
-    (ARRAY['whatsapp', 'messenger', 'instagram', 'email', 'sms'])[1 + n % 5],
-    CASE WHEN n % 3 = 0 THEN ARRAY['email'] ELSE ARRAY['whatsapp', 'email'] END,
-    CASE WHEN r8 < 0.33 THEN '{}'::text[]
-         WHEN r8 < 0.66 THEN ARRAY[(CAST(:tags AS text[]))[1 + floor(r9 * 6)::int]]
-         ELSE ARRAY[(CAST(:tags AS text[]))[1 + floor(r9 * 3)::int], (CAST(:tags AS text[]))[4 + floor(r10 * 3)::int]] END,
-    created,
-    CASE WHEN r11 < 0.75 THEN created + r12 * (CAST(:now AS float8) - created) END,
-    NULL,
-    jsonb_build_object('plan', (CAST(:plans AS text[]))[1 + n % 3], 'orders', n % 41),
-    :now, 0
-FROM (
-    SELECT *, CAST(:now AS float8) - CASE WHEN r13 < 0.03 THEN r14 * 7 * 86400 ELSE r14 * 365 * 86400 END AS created
-    FROM (
-        SELECT n, random() r1, random() r2, random() r3, random() r4, random() r5, random() r6,
-               random() r8, random() r9, random() r10, random() r11, random() r12, random() r13, random() r14
-        FROM generate_series(1, :count) AS n
-    ) numbered
-) randomised
-"""
 
 
 class Skip(Exception):
@@ -354,12 +324,7 @@ def setup(engine: Engine, count: int, now: float) -> int:
     for name, rule in custom_segments().items():
         service.create_segment(uow, WORKSPACE, name=name, rule=RuleInput(rule=rule), now=now - 400 * DAY)
     with engine.begin() as connection:
-        connection.execute(text("SELECT setseed(0.42)"))
-        connection.execute(
-            text(GENERATE),
-            {"ws": WORKSPACE, "count": count, "now": now, "tags": TAGS, "countries": COUNTRIES,
-             "languages": LANGUAGES, "lifecycles": LIFECYCLES, "plans": PLANS},
-        )  # fmt: skip
+        generate_contacts(connection, WORKSPACE, count, now)
     vacuum(engine, "contacts")
     segments = [(s.id, s.rule_version) for s in service.list_segments(UnitOfWork.for_engine(engine), WORKSPACE)]
     for segment_id, version in segments:

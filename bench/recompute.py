@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pgscratch import execute, reset_schema, vacuum
+from pgscratch import COUNTRIES, TAGS, execute, generate_contacts, reset_schema, vacuum
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
@@ -65,10 +65,6 @@ DAY = 86_400
 NOW = 1_780_000_000.0
 """The instant every evaluation uses (fixed, so runs are reproducible)."""
 
-TAGS = ["promotion", "vip", "newsletter", "b2b", "churn-risk", "event-2026"]
-COUNTRIES = ["MY", "SG", "ID", "TH", "PH", "VN", "US", "GB"]
-LANGUAGES = ["en", "ms", "id", "th", "zh", "vi"]
-
 FLOOR_PREDICATES: dict[str, str] = {
     # The five defaults' meaning (fixtures/default_segments.json), written by hand.
     "created_last_7_days": f"created_at > {NOW - 7 * DAY!r}",
@@ -77,41 +73,6 @@ FLOOR_PREDICATES: dict[str, str] = {
     "country_known": "country <> ''",
     "language_known": "language <> ''",
 }
-
-GENERATE = """
-INSERT INTO contacts (
-    workspace_id, id, version, first_name, last_name, email, phone, country, language, lifecycle,
-    assignee, conversation_status, last_interacted_channel, channels, tags, created_at,
-    last_incoming_message_at, last_outgoing_message_at, custom_fields, updated_at, pending_mask)
-SELECT
-    :ws, 'c' || lpad(n::text, 8, '0'), 1,
-    'First' || (n % 997), 'Last' || (n % 991),
-    CASE WHEN r1 < 0.6 THEN 'c' || n || '@example.com' END,
-    CASE WHEN r2 < 0.8 THEN '+60' || (100000000 + n) END,
-    CASE WHEN r3 < 0.8 THEN (CAST(:countries AS text[]))[1 + floor(r4 * 8)::int] END,
-    CASE WHEN r5 < 0.7 THEN (CAST(:languages AS text[]))[1 + floor(r6 * 6)::int] END,
-    (ARRAY['new lead', 'hot lead', 'customer', 'cold'])[1 + n % 4],
-    (ARRAY[NULL, 'aisyah', 'ben', 'chen'])[1 + n % 4],
-    CASE WHEN n % 2 = 0 THEN 'open' ELSE 'closed' END,
-    (ARRAY['whatsapp', 'messenger', 'instagram', 'email', 'sms'])[1 + n % 5],
-    ARRAY['whatsapp', 'email'],
-    CASE WHEN r8 < 0.33 THEN '{}'::text[]
-         WHEN r8 < 0.66 THEN ARRAY[(CAST(:tags AS text[]))[1 + floor(r9 * 6)::int]]
-         ELSE ARRAY[(CAST(:tags AS text[]))[1 + floor(r9 * 3)::int], (CAST(:tags AS text[]))[4 + floor(r10 * 3)::int]] END,
-    created,
-    CASE WHEN r11 < 0.75 THEN created + r12 * (CAST(:now AS float8) - created) END,
-    NULL,
-    jsonb_build_object('plan', (ARRAY['free', 'pro', 'enterprise'])[1 + n % 3], 'orders', n % 41),
-    :now, 0
-FROM (
-    SELECT *, CAST(:now AS float8) - CASE WHEN r13 < 0.03 THEN r14 * 7 * 86400 ELSE r14 * 365 * 86400 END AS created
-    FROM (
-        SELECT n, random() r1, random() r2, random() r3, random() r4, random() r5, random() r6,
-               random() r8, random() r9, random() r10, random() r11, random() r12, random() r13, random() r14
-        FROM generate_series(1, :count) AS n
-    ) numbered
-) randomised
-"""
 
 CHANGES = {
     # The SQL counterparts of the snapshot changes of --mix (see changed_snapshots).
@@ -208,11 +169,7 @@ def setup(engine: Engine, count: int) -> dict[str, tuple[int, int]]:
     uow = UnitOfWork.for_engine(engine)  # no dispatcher: the first builds are ours to time
     service.create_workspace(uow, WORKSPACE, name="Benchmark", now=NOW - 400 * DAY)
     with engine.begin() as connection:
-        connection.execute(text("SELECT setseed(0.42)"))
-        connection.execute(
-            text(GENERATE),
-            {"ws": WORKSPACE, "count": count, "now": NOW, "tags": TAGS, "countries": COUNTRIES, "languages": LANGUAGES},
-        )
+        generate_contacts(connection, WORKSPACE, count, NOW)
     vacuum(engine, "contacts")
     return segments_by_key(engine)
 

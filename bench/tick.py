@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pgscratch import execute, reset_schema, schema_url, vacuum
+from pgscratch import execute, generate_contacts, reset_schema, schema_url, vacuum
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
@@ -69,40 +69,6 @@ PREDICATES: dict[str, str] = {
     "country_known": "country <> ''",
     "language_known": "language <> ''",
 }
-
-GENERATE = """
-INSERT INTO contacts (
-    workspace_id, id, version, first_name, last_name, email, phone, country, language, lifecycle,
-    assignee, conversation_status, last_interacted_channel, channels, tags, created_at,
-    last_incoming_message_at, last_outgoing_message_at, custom_fields, updated_at, pending_mask)
-SELECT
-    :ws, 'c' || lpad(n::text, 8, '0'), 1,
-    'First' || (n % 997), 'Last' || (n % 991),
-    CASE WHEN r1 < 0.6 THEN 'c' || n || '@example.com' END,
-    CASE WHEN r2 < 0.8 THEN '+60' || (100000000 + n) END,
-    CASE WHEN r3 < 0.8 THEN (ARRAY['MY', 'SG', 'ID', 'TH', 'PH', 'VN', 'US', 'GB'])[1 + floor(r4 * 8)::int] END,
-    CASE WHEN r5 < 0.7 THEN (ARRAY['en', 'ms', 'id', 'th', 'zh', 'vi'])[1 + floor(r6 * 6)::int] END,
-    (ARRAY['new lead', 'hot lead', 'customer', 'cold'])[1 + n % 4],
-    (ARRAY[NULL, 'aisyah', 'ben', 'chen'])[1 + n % 4],
-    CASE WHEN n % 2 = 0 THEN 'open' ELSE 'closed' END,
-    (ARRAY['whatsapp', 'messenger', 'instagram', 'email', 'sms'])[1 + n % 5],
-    ARRAY['whatsapp', 'email'],
-    CASE WHEN r8 < 0.33 THEN '{}'::text[] ELSE ARRAY[(ARRAY['promotion', 'vip', 'newsletter'])[1 + floor(r9 * 3)::int]] END,
-    created,
-    CASE WHEN r11 < 0.75 THEN created + r12 * (CAST(:t0 AS float8) - created) END,
-    NULL,
-    jsonb_build_object('plan', (ARRAY['free', 'pro', 'enterprise'])[1 + n % 3]),
-    :t0, 0
-FROM (
-    SELECT *, CAST(:t0 AS float8) - CASE WHEN r13 < 0.03 THEN r14 * 7 * 86400 ELSE r14 * 365 * 86400 END AS created
-    FROM (
-        SELECT n, random() r1, random() r2, random() r3, random() r4, random() r5, random() r6,
-               random() r8, random() r9, random() r11, random() r12, random() r13, random() r14
-        FROM generate_series(1, :count) AS n
-    ) numbered
-) randomised
-"""
-
 
 # --------------------------------------------------------------------------- plumbing
 
@@ -170,8 +136,7 @@ def setup(engine: Engine, count: int, instants: list[float], flips: int, seed: i
     uow = UnitOfWork.for_engine(engine)  # no dispatcher: the first builds are ours
     service.create_workspace(uow, WORKSPACE, name="Tick benchmark", now=T0 - 400 * DAY)
     with engine.begin() as connection:
-        connection.execute(text("SELECT setseed(0.42)"))
-        connection.execute(text(GENERATE), {"ws": WORKSPACE, "count": count, "t0": T0})
+        generate_contacts(connection, WORKSPACE, count, T0)
         # Nobody near a threshold over the whole run, except the contacts planned below.
         first, last = instants[0], instants[-1]
         connection.execute(
