@@ -92,3 +92,26 @@ def generate_contacts(connection: Connection, workspace_id: str, count: int, now
         {"ws": workspace_id, "count": count, "now": now, "tags": TAGS, "countries": COUNTRIES,
          "languages": LANGUAGES, "lifecycles": LIFECYCLES, "plans": PLANS},
     )  # fmt: skip
+
+
+def check_memberships(
+    engine: Engine, workspace_id: str, predicates: dict[str, str], segments: dict[str, tuple[int, int]], **params: Any
+) -> None:
+    """Each segment's members (``segments``: key -> (segment id, rule version)) are exactly the
+    contacts its hand-written SQL predicate (``predicates``, by the same key; ``params`` bound,
+    e.g. ``now``) matches; exit naming the first that differs."""
+    with engine.connect() as connection:
+        for key, predicate in predicates.items():
+            wrong = connection.scalar(
+                text(
+                    f"""SELECT count(*) FROM
+                        (SELECT id FROM contacts WHERE workspace_id = :ws AND {predicate}) c
+                        FULL JOIN (SELECT contact_id FROM memberships WHERE segment_id = :sid) m
+                        ON m.contact_id = c.id
+                        WHERE c.id IS NULL OR m.contact_id IS NULL"""
+                ),
+                {**params, "ws": workspace_id, "sid": segments[key][0]},
+            )
+            if wrong:
+                at = f" at {params}" if params else ""
+                raise SystemExit(f"memberships of {key!r} differ from its predicate for {wrong} contacts{at}")

@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pgscratch
 from pgscratch import COUNTRIES, TAGS, execute, generate_contacts, reset_schema, vacuum
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
@@ -144,21 +145,7 @@ def segments_by_key(engine: Engine) -> dict[str, tuple[int, int]]:
 
 def check_memberships(engine: Engine, segments: dict[str, tuple[int, int]]) -> None:
     """Each segment's members are exactly the contacts its hand-written predicate matches."""
-    with engine.connect() as connection:
-        for key, predicate in FLOOR_PREDICATES.items():
-            segment_id = segments[key][0]
-            wrong = connection.scalar(
-                text(
-                    f"""SELECT count(*) FROM
-                        (SELECT id FROM contacts WHERE workspace_id = :ws AND {predicate}) c
-                        FULL JOIN (SELECT contact_id FROM memberships WHERE segment_id = :sid) m
-                        ON m.contact_id = c.id
-                        WHERE c.id IS NULL OR m.contact_id IS NULL"""
-                ),
-                {"ws": WORKSPACE, "sid": segment_id},
-            )
-            if wrong:
-                raise SystemExit(f"memberships of {key!r} differ from its predicate for {wrong} contacts")
+    pgscratch.check_memberships(engine, WORKSPACE, FLOOR_PREDICATES, segments)
 
 
 # --------------------------------------------------------------------------- the steps

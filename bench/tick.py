@@ -41,6 +41,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import pgscratch
 from pgscratch import execute, generate_contacts, reset_schema, schema_url, vacuum
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
@@ -190,20 +191,7 @@ def set_watermark(engine: Engine, at: float) -> None:
 
 def check_memberships(engine: Engine, segments: dict[str, tuple[int, int]], now: float) -> None:
     """Each segment's members are exactly the contacts its hand-written predicate matches at ``now``."""
-    with engine.connect() as connection:
-        for key, predicate in PREDICATES.items():
-            wrong = connection.scalar(
-                text(
-                    f"""SELECT count(*) FROM
-                        (SELECT id FROM contacts WHERE workspace_id = :ws AND {predicate}) c
-                        FULL JOIN (SELECT contact_id FROM memberships WHERE segment_id = :sid) m
-                        ON m.contact_id = c.id
-                        WHERE c.id IS NULL OR m.contact_id IS NULL"""
-                ),
-                {"ws": WORKSPACE, "sid": segments[key][0], "now": now},
-            )
-            if wrong:
-                raise SystemExit(f"memberships of {key!r} differ from its predicate for {wrong} contacts at {now}")
+    pgscratch.check_memberships(engine, WORKSPACE, PREDICATES, segments, now=now)
 
 
 # --------------------------------------------------------------------------- the two ways
