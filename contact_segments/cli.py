@@ -572,15 +572,21 @@ def contacts_delete(rt: Runtime, workspace_id: str, contact_id: str) -> None:
 @main.command()
 @workspace_option
 @click.option("--segment", "segment_id", help="Only this segment.")
+@click.option("--incremental", is_flag=True,
+              help="Compare only the contacts changed (or due to flip) since each segment's last build.")
 @pass_runtime
-def recompute(rt: Runtime, workspace_id: str, segment_id: str | None) -> None:
-    """Rebuild segments in SQL, repairing any drift (with events for each change)."""
+def recompute(rt: Runtime, workspace_id: str, segment_id: str | None, incremental: bool) -> None:
+    """Rebuild segments in SQL, repairing any drift (with events for each change).
+
+    By default every contact is compared with the stored memberships; --incremental compares
+    only those the database stamped as changed since the segment's last build."""
     uow = rt.uow()
     targets = [service.segment_view(uow, workspace_id, segment_id)] if segment_id else service.list_segments(uow, workspace_id)
     results = []
     with rt.progress("rebuilding", len(targets)) as advance:
         for view in targets:
-            result = service.rebuild_segment(uow, workspace_id, view.id, now=rt.now(), cause=EventCause.SWEEP)
+            result = service.rebuild_segment(uow, workspace_id, view.id, now=rt.now(), cause=EventCause.SWEEP,
+                                             incremental=incremental)
             results.append({"segment_id": view.id, "entered": result.entered, "exited": result.exited,
                             "member_count": result.member_count})
             advance(1)

@@ -42,6 +42,7 @@ def handle_rebuild(uow: UnitOfWork, command: RebuildSegment, *, now: float) -> N
         now=now,
         cause=EventCause.RULE_EDITED,
         first_build=command.first_build,
+        incremental=True,  # the command again, for the version already built: only what changed since
     )
     if not result.stale and uow.dispatcher is not None:
         uow.dispatcher.dispatch([DeliverEvents(command.workspace_id)])

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from sqlalchemy import ColumnElement, false, or_
 from sqlalchemy.orm import Session
 
 from ..rules import compile_predicate
@@ -65,6 +66,27 @@ def _compiled(segment_id: int, rule_version: int, rule_text: str) -> CompiledSeg
 def compiled_segment(segment: Segment) -> CompiledSegment:
     """The segment's compiled rule, from a per-process cache keyed by id and rule version."""
     return _compiled(segment.id, segment.rule_version, json.dumps(segment.rule, sort_keys=True))
+
+
+def flip_candidates(segment: CompiledSegment, t0: float, t1: float) -> ColumnElement[bool] | None:
+    """The contacts whose membership in the segment may differ between ``now = t0`` and
+    ``now = t1`` (either order), as a condition on ``contacts``: for each of the rule's time
+    thresholds, a range of its timestamp's index (see :meth:`TimeThreshold.window`).  False for
+    a rule that does not read ``now``; None for one whose use of the clock has no such window.
+    """
+    if not segment.uses_now:
+        return false()
+    if not segment.thresholds:
+        return None
+    spans = [threshold.window(t0, t1) for threshold in sorted(segment.thresholds)]
+    return or_(
+        *(
+            setwise.time_window_condition(
+                span.field, span.low, span.high, include_low=span.low_inclusive, with_null=span.contains(None)
+            )
+            for span in spans
+        )
+    )
 
 
 @dataclass

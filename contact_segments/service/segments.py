@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from marshmallow import ValidationError
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from ..rules import RuleError
@@ -26,13 +26,14 @@ from ..storage import (
     EventCause,
     Segment,
     Workspace,
+    change_stamps,
     contact_view_columns,
     setwise,
 )
 from ..storage import queries as q
 from .commands import DeliverEvents, RebuildSegment
 from .errors import DuplicateName, InvalidInput, LimitReached, NotFound
-from .membership import Diff, built_event, rebuild_batch
+from .membership import Diff, built_event, compiled_segment, flip_candidates, rebuild_batch
 from .uow import UnitOfWork
 
 MAX_NAME_LENGTH = 100
@@ -380,6 +381,7 @@ def rebuild_segment(
     now: float,
     cause: EventCause = EventCause.RULE_EDITED,
     first_build: bool = False,
+    incremental: bool = False,
     batch_size: int = REBUILD_BATCH_SIZE,
     progress: Any = None,
 ) -> RebuildResult:
@@ -393,35 +395,45 @@ def rebuild_segment(
     later (see :func:`evaluation_instant`), so a rebuild never undoes a flip a tick applied.
 
     Batches: a first build cuts the contact ids into ranges of ``batch_size``.  Any other
-    rebuild first finds, read-only, the contacts whose membership disagrees with the rule; if
-    there are at most ``batch_size`` (the usual case: a sweep or most rule edits change few)
-    one batch reconciles just those ids (the same statements, restricted to them; an empty list
-    still makes the batch that records the build), otherwise it falls back to id ranges.
+    rebuild first finds, read-only, the contacts whose membership disagrees with the rule and
+    reconciles just those ids, ``batch_size`` at a time (the usual case: a sweep or most rule
+    edits change few); if there are too many, it falls back to id ranges.
+
+    ``incremental``: if the segment was last built for its current rule, compare only the
+    contacts that may have changed since: those the database stamped after that build's
+    watermark (:mod:`~..storage.change_stamps`), and, for a rule that reads ``now``, those whose
+    time thresholds lie between the instants of that build and this one (as a tick finds them).
+    Anything else reads every contact.  A sweep must not be incremental: it is there to find
+    drift that no change explains.
     """
-    batches: list[tuple[str | None, str | None, list[str] | None]]  # (after, upto, among these ids)
-    differing = None
-    if not first_build:
-        with uow:
-            try:
-                at = evaluation_instant(uow, workspace_id, now)
-                segment = get_segment(uow, workspace_id, segment_id)
-            except NotFound:
-                return RebuildResult(segment_id, 0, 0, 0, stale=True)
-            if rule_version is not None and segment.rule_version != rule_version:
-                return RebuildResult(segment_id, 0, 0, 0, stale=True)
+    with uow:
+        try:
+            at = evaluation_instant(uow, workspace_id, now)
+            segment = get_segment(uow, workspace_id, segment_id)
+        except NotFound:
+            return RebuildResult(segment_id, 0, 0, 0, stale=True)
+        if rule_version is not None and segment.rule_version != rule_version:
+            return RebuildResult(segment_id, 0, 0, 0, stale=True)
+        stamp = change_stamps.watermark(uow.session, workspace_id)  # before anything is read
+        differing = None
+        if not first_build:
+            among = _changed_since_build(segment, at) if incremental else None
             differing = setwise.membership_differences(
                 uow.session,
                 segment_id=segment.id,
                 workspace_id=workspace_id,
                 condition=rule_to_sql(segment.rule, contact_view_columns(), now=at),
-                limit=batch_size,
+                limit=batch_size if among is None else INCREMENTAL_DIFFERENCES_LIMIT,
+                among_contacts=among,
             )
-    if differing is not None:
-        batches = [(None, None, differing)]
-    else:
-        with uow:
+        batches: list[tuple[str | None, str | None, list[str] | None]]  # (after, upto, among these ids)
+        if differing is not None:
+            batches = [(None, None, differing[i : i + batch_size]) for i in range(0, max(len(differing), 1), batch_size)]
+        else:
             bounds = setwise.contact_id_bounds(uow.session, workspace_id, batch_size)
-        batches = [(after, upto, None) for after, upto in zip([None, *bounds[:-1]], bounds, strict=True)]
+            batches = [(after, upto, None) for after, upto in zip([None, *bounds[:-1]], bounds, strict=True)]
+        uow.commit()  # SQLite: the watermark advanced the workspace's change epoch
+    instants = [at]
     total = Diff()
     for number, (after, upto, ids) in enumerate(batches, start=1):
         with uow:
@@ -432,6 +444,7 @@ def rebuild_segment(
                 return RebuildResult(segment_id, len(total.entered), len(total.exited), 0, stale=True)
             if rule_version is not None and segment.rule_version != rule_version:
                 return RebuildResult(segment_id, len(total.entered), len(total.exited), 0, stale=True)
+            instants.append(at)
             # A first build writes no per-contact event only while the segment has never been
             # built.  The same command delivered again once it has been (at least once: a worker
             # that died before acknowledging it) reconciles like any rebuild, with an event for
@@ -447,6 +460,8 @@ def rebuild_segment(
                 if silent:  # one "built" event, however often the first build is asked for
                     q.append_events(uow.session, [built_event(segment, setwise.member_count(uow.session, segment.id), at)])
                 segment.built_version = segment.rule_version
+                segment.built_stamp = stamp
+                segment.built_from, segment.built_until = min(instants), max(instants)
             uow.commit()
         if progress is not None:
             progress(1)
@@ -454,6 +469,30 @@ def rebuild_segment(
         segment = get_segment(uow, workspace_id, segment_id)
         count = setwise.member_count(uow.session, segment.id)
     return RebuildResult(segment_id, len(total.entered), len(total.exited), count)
+
+
+INCREMENTAL_DIFFERENCES_LIMIT = 500_000
+"""Beyond this many differing contacts an incremental rebuild reconciles by id ranges."""
+
+
+def _changed_since_build(segment: Segment, at: float) -> ColumnElement[bool] | None:
+    """The contacts whose membership may have changed since the segment's last complete build,
+    evaluated at ``at`` now (a condition on ``contacts``); None if that is not known."""
+    if (
+        segment.built_version != segment.rule_version
+        or segment.built_stamp is None
+        or segment.built_from is None
+        or segment.built_until is None
+    ):
+        return None
+    # Every instant the memberships were evaluated at since lies between these two: the build's,
+    # the ticks' (each between the build and the evaluation instant, which is never before the
+    # last tick) and ``at``.  Evaluations of changed contacts ran at other instants, but those
+    # contacts carry a newer stamp.
+    flips = flip_candidates(compiled_segment(segment), min(segment.built_from, at), max(segment.built_until, at))
+    if flips is None:
+        return None
+    return or_(change_stamps.changed_since(segment.built_stamp), flips)
 
 
 def preview_rule(

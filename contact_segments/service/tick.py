@@ -20,7 +20,7 @@ from ..storage import EventCause, Segment, setwise
 from ..storage import queries as q
 from .commands import DeliverEvents
 from .contacts import workspace_segments
-from .membership import Diff, compiled_segment, evaluate_contacts, rebuild_batch
+from .membership import Diff, compiled_segment, evaluate_contacts, flip_candidates, rebuild_batch
 from .segments import get_workspace
 from .uow import UnitOfWork
 
@@ -50,21 +50,12 @@ def tick(uow: UnitOfWork, workspace_id: str, *, now: float) -> TickResult:
             compiled = compiled_segment(segment)  # cached per rule version
             if not compiled.uses_now:
                 continue
-            thresholds = compiled.thresholds
-            if window.start is None or not thresholds:
+            may_flip = flip_candidates(compiled, window.start, now) if window.start is not None else None
+            if may_flip is None:
                 # No watermark yet, or a rule whose clock use has no index window: reconcile in SQL.
                 diff.extend(rebuild_batch(uow.session, segment, after=None, upto=None, now=now, cause=EventCause.TIME_PASSED))
                 continue
-            ids: set[str] = set()
-            for threshold in thresholds:
-                span = threshold.window(window.start, now)
-                ids.update(
-                    setwise.contacts_in_time_window(
-                        uow.session, workspace_id, span.field, span.low, span.high, include_low=span.low_inclusive
-                    )
-                )
-                if span.contains(None):
-                    ids.update(setwise.contacts_with_null(uow.session, workspace_id, span.field))
+            ids = set(setwise.contact_ids_where(uow.session, workspace_id, may_flip))
             windowed.append(segment)
             caught[segment.id] = ids
         diff.extend(_evaluate_caught(uow, workspace_id, windowed, caught, now=now))

@@ -9,7 +9,7 @@ Typical use::
         stored = upsert_contacts(session, "ws-1", snapshots, now=time.time())
 """
 
-from contact_segments.storage import pending_changes, setwise
+from contact_segments.storage import change_stamps, pending_changes, setwise
 from contact_segments.storage.engine import (
     DATABASE_URL_ENV,
     DEFAULT_DATABASE_URL,
@@ -83,6 +83,7 @@ from contact_segments.storage.schema import (
 __all__ = [
     "ALL_PENDING",
     "TRACKED_FIELDS",
+    "change_stamps",
     "pending_changes",
     "setwise",
     "BATCH_SIZE",

@@ -116,6 +116,9 @@ class Workspace(Base):
     timezone: Mapped[str] = mapped_column(Text, default="UTC", server_default="UTC")
     segment_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     last_tick_at: Mapped[float | None] = mapped_column(Double)
+    change_epoch: Mapped[int] = mapped_column(BigInteger, default=1, server_default=text("1"))
+    """SQLite only: the stamp its trigger gives a changed contact; a rebuild advances it (see
+    :mod:`.change_stamps`)."""
     created_at: Mapped[float] = mapped_column(Double)
 
 
@@ -136,6 +139,7 @@ class Contact(Base):
             "last_outgoing_message_at",
         ),
         postgresql_only(Index("ix_contacts_tags", "tags", postgresql_using="gin")),
+        Index("ix_contacts_workspace_id_change_stamp", "workspace_id", "change_stamp"),
         Index(
             "ix_contacts_pending",
             "workspace_id",
@@ -173,6 +177,9 @@ class Contact(Base):
     pending_mask: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     """The view fields changed since the memberships were last evaluated, one bit per field of
     :data:`TRACKED_FIELDS` (0: nothing pending). See :mod:`.pending_changes`."""
+    change_stamp: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    """When the snapshot last changed, set by the database's trigger on every write of a view
+    field, whoever writes the row. See :mod:`.change_stamps`."""
 
 
 CONTACT_VIEW_FIELDS: tuple[str, ...] = ("id", *STRING_FIELDS, *STRING_LIST_FIELDS, *TIMESTAMP_FIELDS, "custom_fields")
@@ -230,6 +237,12 @@ class Segment(Base):
     built_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     """The rule version the memberships were last rebuilt for (0: never built); behind
     ``rule_version`` while a rebuild is due, which the beat checks so no rebuild is lost."""
+    built_stamp: Mapped[int | None] = mapped_column(BigInteger)
+    """How far the last complete rebuild read: contacts stamped at or after it may have changed
+    since (see :mod:`.change_stamps`); None if not known, so the next rebuild reads everyone."""
+    built_from: Mapped[float | None] = mapped_column(Double)
+    built_until: Mapped[float | None] = mapped_column(Double)
+    """The earliest and latest instants (``now``) the last complete rebuild evaluated the rule at."""
     created_at: Mapped[float] = mapped_column(Double)
     updated_at: Mapped[float] = mapped_column(Double)
 

@@ -383,20 +383,39 @@ def _write_diff_postgresql(
 
 
 def membership_differences(
-    session: Session, *, segment_id: int, workspace_id: str, condition: ColumnElement[bool], limit: int
+    session: Session,
+    *,
+    segment_id: int,
+    workspace_id: str,
+    condition: ColumnElement[bool],
+    limit: int,
+    among_contacts: ColumnElement[bool] | None = None,
 ) -> list[str] | None:
     """The ids of the contacts whose membership in the segment disagrees with ``condition``
     (matches that are not members, members that do not match), sorted; None if there are more
     than ``limit``.  Read-only: a rebuild's first pass, so that it writes to just those.
 
-    On PostgreSQL one full join reads each side once; elsewhere two ``NOT EXISTS`` queries.
+    With ``among_contacts`` (a condition on ``contacts``: the contacts that may have changed
+    since the last build) only those are compared, each looked up in the memberships by key.
+    Otherwise every contact and every member: on PostgreSQL one full join reads each side once;
+    elsewhere two ``NOT EXISTS`` queries.
     """
     member = _memberships.c
     contact = _contacts.c
-    if session.get_bind().dialect.name == "postgresql":
+    statement: Any
+    if among_contacts is not None:
+        is_member = member.contact_id.is_not(None)
+        statement = (
+            select(contact.id)
+            .select_from(
+                _contacts.outerjoin(_memberships, (member.segment_id == segment_id) & (member.contact_id == contact.id))
+            )
+            .where(contact.workspace_id == workspace_id, among_contacts, condition.is_distinct_from(is_member))
+        )
+    elif session.get_bind().dialect.name == "postgresql":
         matches = select(contact.id.label("id")).where(contact.workspace_id == workspace_id, condition).subquery("matches")
         members = select(member.contact_id.label("id")).where(member.segment_id == segment_id).subquery("members")
-        statement: Any = (
+        statement = (
             select(func.coalesce(matches.c.id, members.c.id))
             .select_from(matches.join(members, members.c.id == matches.c.id, full=True))
             .where(or_(matches.c.id.is_(None), members.c.id.is_(None)))
@@ -461,24 +480,21 @@ def contact_id_bounds(session: Session, workspace_id: str, batch_size: int) -> l
     return [*bounds, None]
 
 
-def time_window_query(
-    workspace_id: str, column_name: str, low: float, high: float, *, include_low: bool
-) -> Select[tuple[str]]:
-    """Ids of contacts whose timestamp ``column_name`` lies in ``(low, high]``, or in
-    ``[low, high)`` with ``include_low``: a range scan of the (workspace, timestamp) index."""
+def time_window_condition(
+    column_name: str, low: float, high: float, *, include_low: bool, with_null: bool = False
+) -> ColumnElement[bool]:
+    """Contacts whose timestamp ``column_name`` lies in ``(low, high]``, or in ``[low, high)``
+    with ``include_low`` (or is null, ``with_null``): a range of the (workspace, timestamp) index."""
     column = _contacts.c[column_name]
     in_window = (column >= low) & (column < high) if include_low else (column > low) & (column <= high)
-    return select(_contacts.c.id).where(_contacts.c.workspace_id == workspace_id, in_window)
+    return or_(in_window, column.is_(None)) if with_null else in_window
 
 
-def contacts_in_time_window(
-    session: Session, workspace_id: str, column_name: str, low: float, high: float, *, include_low: bool
-) -> Sequence[str]:
-    """The ids :func:`time_window_query` selects."""
-    return session.scalars(time_window_query(workspace_id, column_name, low, high, include_low=include_low)).all()
+def contact_ids_where(session: Session, workspace_id: str, condition: ColumnElement[bool]) -> Sequence[str]:
+    """Ids of the workspace's contacts that satisfy ``condition``."""
+    return session.scalars(contacts_where(workspace_id, condition)).all()
 
 
-def contacts_with_null(session: Session, workspace_id: str, column_name: str) -> Sequence[str]:
-    """Ids of contacts whose timestamp ``column_name`` is null."""
-    column = _contacts.c[column_name]
-    return session.scalars(select(_contacts.c.id).where(_contacts.c.workspace_id == workspace_id, column.is_(None))).all()
+def contacts_where(workspace_id: str, condition: ColumnElement[bool]) -> Select[tuple[str]]:
+    """``SELECT id FROM contacts WHERE workspace_id = ... AND condition``."""
+    return select(_contacts.c.id).where(_contacts.c.workspace_id == workspace_id, condition)

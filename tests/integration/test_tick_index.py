@@ -1,4 +1,4 @@
-"""The tick finds flip candidates with an index range scan, not a scan of all contacts."""
+"""The tick (and an incremental rebuild) finds flip candidates with an index range scan, not a scan of all contacts."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from contact_segments.storage import ensure_workspace, setwise, upsert_contacts
+from contact_segments.service.membership import compiled_segment, flip_candidates
+from contact_segments.storage import Segment, ensure_workspace, setwise, upsert_contacts
 
 DAY = 86_400.0
 NOW = 1_780_000_000.0
@@ -17,12 +18,17 @@ def test_the_tick_window_query_uses_the_timestamp_index(session_factory) -> None
     with session_factory() as session:
         _populate(session, contacts=20_000)
         session.execute(text("ANALYZE contacts"))
-        query = setwise.time_window_query("ws", "created_at", NOW - 7 * DAY, NOW - 7 * DAY + 60, include_low=False)
+        created_recently = compiled_segment(_segment({">": [{"var": "created_at"}, {"-": [{"var": "now"}, 7 * DAY]}]}))
+        query = setwise.contacts_where("ws", flip_candidates(created_recently, NOW, NOW + 60))
         compiled = query.compile(session.get_bind(), compile_kwargs={"literal_binds": True})
         plan = "\n".join(session.scalars(text(f"EXPLAIN {compiled}")))
     # With real statistics the planner picks the range scan by itself; no enable_seqscan=off.
     assert "ix_contacts_workspace_id_created_at" in plan, plan
     assert "Seq Scan" not in plan, plan
+
+
+def _segment(rule: dict) -> Segment:
+    return Segment(id=1, workspace_id="ws", name="s", rule=rule, rule_version=1)
 
 
 def _populate(session: Session, *, contacts: int) -> None:
