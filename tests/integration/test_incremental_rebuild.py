@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib import import_module
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -194,10 +195,8 @@ def test_the_database_stamps_a_change_of_any_view_field_and_nothing_else(engine:
 
 
 def test_the_migration_stamps_the_columns_of_the_models() -> None:
-    from importlib import import_module
-
-    migration = import_module("contact_segments.storage.migrations.versions.0005_change_stamps")
-    assert migration.VIEW_COLUMNS == ("version", *TRACKED_FIELDS)
+    stamped = import_module("contact_segments.storage.migrations.versions.0005_change_stamps").VIEW_COLUMNS
+    assert stamped == ("version", *TRACKED_FIELDS)
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
