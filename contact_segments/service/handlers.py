@@ -43,6 +43,7 @@ def handle_rebuild(uow: UnitOfWork, command: RebuildSegment, *, now: float) -> N
         cause=EventCause.RULE_EDITED,
         first_build=command.first_build,
         incremental=True,  # the command again, for the version already built: only what changed since
+        count_members=False,
     )
     if not result.stale and uow.dispatcher is not None:
         uow.dispatcher.dispatch([DeliverEvents(command.workspace_id)])

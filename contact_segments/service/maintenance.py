@@ -65,7 +65,7 @@ def sweep(uow: UnitOfWork, workspace_id: str, *, now: float) -> list[Drift]:
         segment_ids = [segment.id for segment in q.list_segments(uow.session, workspace_id)]
     drifts = []
     for segment_id in segment_ids:
-        result = rebuild_segment(uow, workspace_id, segment_id, now=now, cause=EventCause.SWEEP)
+        result = rebuild_segment(uow, workspace_id, segment_id, now=now, cause=EventCause.SWEEP, count_members=False)
         if result.entered or result.exited:
             log.warning(
                 "segment %s of workspace %s drifted: %d entered, %d exited (repaired)",

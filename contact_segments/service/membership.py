@@ -202,9 +202,10 @@ def rebuild_batch(
     cause: EventCause,
     events: bool = True,
     contact_ids: Sequence[str] | None = None,
+    among_contacts: ColumnElement[bool] | None = None,
 ) -> Diff:
     """Bring the segment's memberships of contacts with ids in ``(after, upto]`` (and among
-    ``contact_ids``, if given) in line with SQL.
+    ``contact_ids`` and those satisfying ``among_contacts``, if given) in line with SQL.
 
     entered = matches - members; exited = members - matches.  With ``events`` false (a first
     build) no per-contact events are written: the caller writes one "built" event instead.
@@ -218,6 +219,7 @@ def rebuild_batch(
         after=after,
         upto=upto,
         contact_ids=contact_ids,
+        among_contacts=among_contacts,
         since=now,
         events=setwise.EventStamp(cause.value, now, {segment_id: segment.rule_version}) if events else None,
     )

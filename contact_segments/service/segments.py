@@ -368,7 +368,8 @@ class RebuildResult:
     segment_id: int
     entered: int
     exited: int
-    member_count: int
+    member_count: int | None
+    """None when not asked for (``count_members=False``): counting reads all the memberships."""
     stale: bool = False
 
 
@@ -382,6 +383,7 @@ def rebuild_segment(
     cause: EventCause = EventCause.RULE_EDITED,
     first_build: bool = False,
     incremental: bool = False,
+    count_members: bool = True,
     batch_size: int = REBUILD_BATCH_SIZE,
     progress: Any = None,
 ) -> RebuildResult:
@@ -405,6 +407,8 @@ def rebuild_segment(
     time thresholds lie between the instants of that build and this one (as a tick finds them).
     Anything else reads every contact.  A sweep must not be incremental: it is there to find
     drift that no change explains.
+
+    The result has the member count unless ``count_members`` is false.
     """
     with uow:
         try:
@@ -415,27 +419,11 @@ def rebuild_segment(
         if rule_version is not None and segment.rule_version != rule_version:
             return RebuildResult(segment_id, 0, 0, 0, stale=True)
         stamp = change_stamps.watermark(uow.session, workspace_id)  # before anything is read
-        differing = None
-        if not first_build:
-            among = _changed_since_build(segment, at) if incremental else None
-            differing = setwise.membership_differences(
-                uow.session,
-                segment_id=segment.id,
-                workspace_id=workspace_id,
-                condition=rule_to_sql(segment.rule, contact_view_columns(), now=at),
-                limit=batch_size if among is None else INCREMENTAL_DIFFERENCES_LIMIT,
-                among_contacts=among,
-            )
-        batches: list[tuple[str | None, str | None, list[str] | None]]  # (after, upto, among these ids)
-        if differing is not None:
-            batches = [(None, None, differing[i : i + batch_size]) for i in range(0, max(len(differing), 1), batch_size)]
-        else:
-            bounds = setwise.contact_id_bounds(uow.session, workspace_id, batch_size)
-            batches = [(after, upto, None) for after, upto in zip([None, *bounds[:-1]], bounds, strict=True)]
+        batches = _plan_batches(uow, segment, at, first_build=first_build, incremental=incremental, size=batch_size)
         uow.commit()  # SQLite: the watermark advanced the workspace's change epoch
     instants = [at]
     total = Diff()
-    for number, (after, upto, ids) in enumerate(batches, start=1):
+    for number, batch in enumerate(batches, start=1):
         with uow:
             try:
                 at = evaluation_instant(uow, workspace_id, now)  # the workspace's lock before the segment's
@@ -453,8 +441,9 @@ def rebuild_segment(
             silent = first_build and segment.built_version == 0
             total.extend(
                 rebuild_batch(
-                    uow.session, segment, after=after, upto=upto, contact_ids=ids, now=at, cause=cause, events=not silent
-                )
+                    uow.session, segment, after=batch.after, upto=batch.upto, contact_ids=batch.ids,
+                    among_contacts=batch.among, now=at, cause=cause, events=not silent,
+                )  # fmt: skip
             )
             if number == len(batches):
                 if silent:  # one "built" event, however often the first build is asked for
@@ -465,14 +454,51 @@ def rebuild_segment(
             uow.commit()
         if progress is not None:
             progress(1)
-    with uow:
-        segment = get_segment(uow, workspace_id, segment_id)
-        count = setwise.member_count(uow.session, segment.id)
+    count = None
+    if count_members:
+        with uow:
+            segment = get_segment(uow, workspace_id, segment_id)
+            count = setwise.member_count(uow.session, segment.id)
     return RebuildResult(segment_id, len(total.entered), len(total.exited), count)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """The contacts one rebuild transaction reconciles: ids in ``(after, upto]``, among ``ids``
+    and those satisfying ``among``, each if given."""
+
+    after: str | None = None
+    upto: str | None = None
+    ids: list[str] | None = None
+    among: ColumnElement[bool] | None = None
 
 
 INCREMENTAL_DIFFERENCES_LIMIT = 500_000
 """Beyond this many differing contacts an incremental rebuild reconciles by id ranges."""
+
+
+def _plan_batches(
+    uow: UnitOfWork, segment: Segment, at: float, *, first_build: bool, incremental: bool, size: int
+) -> list[_Batch]:
+    """How a rebuild cuts its work into transactions (see :func:`rebuild_segment`)."""
+    session = uow.session
+    among = _changed_since_build(segment, at) if incremental and not first_build else None
+    if among is not None and setwise.count_matching(session, segment.workspace_id, among) <= size:
+        return [_Batch(among=among)]  # few enough to compare in the one transaction
+    differing = None
+    if not first_build:
+        differing = setwise.membership_differences(
+            session,
+            segment_id=segment.id,
+            workspace_id=segment.workspace_id,
+            condition=rule_to_sql(segment.rule, contact_view_columns(), now=at),
+            limit=size if among is None else INCREMENTAL_DIFFERENCES_LIMIT,
+            among_contacts=among,
+        )
+    if differing is not None:  # an empty list still makes the batch that records the build
+        return [_Batch(ids=differing[i : i + size]) for i in range(0, max(len(differing), 1), size)]
+    bounds = setwise.contact_id_bounds(session, segment.workspace_id, size)
+    return [_Batch(after, upto) for after, upto in zip([None, *bounds[:-1]], bounds, strict=True)]
 
 
 def _changed_since_build(segment: Segment, at: float) -> ColumnElement[bool] | None:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     column,
     delete,
     exists,
+    false,
     func,
     insert,
     literal,
@@ -132,12 +133,14 @@ def reconcile_memberships(
     after: str | None = None,
     upto: str | None = None,
     contact_ids: Sequence[str] | None = None,
+    among_contacts: ColumnElement[bool] | None = None,
     since: float,
     events: EventStamp | None = None,
 ) -> tuple[list[str], list[str]]:
     """Make the segment's members among contacts with ids in ``(after, upto]`` (and among
-    ``contact_ids``, if given) exactly those matching ``condition``; return the contact ids that
-    entered and those that exited, each sorted.  With ``events``, also append an "entered" event
+    ``contact_ids``, and those satisfying the condition ``among_contacts``, if given) exactly
+    those matching ``condition``; return the contact ids that entered and those that exited,
+    each sorted.  With ``events``, also append an "entered" event
     per contact that entered, then an "exited" one per contact that exited, each in contact id
     order.
 
@@ -145,8 +148,9 @@ def reconcile_memberships(
     members - matches (``DELETE ... RETURNING``): only rows that really changed come back (and
     get events), whatever runs concurrently.  On PostgreSQL all of it is one statement, which
     finds the two differences with a single full join of the matches and the members, so each
-    side is read once (see :func:`_reconcile_postgresql`); elsewhere two statements with
-    ``NOT EXISTS``, and the events after them.
+    side is read once (see :func:`_reconcile_postgresql`); with ``among_contacts``, those
+    contacts are read, each member looked up by key.  Elsewhere two statements with ``NOT
+    EXISTS``, and the events after them.
     """
     if session.get_bind().dialect.name == "postgresql":
         return _reconcile_postgresql(
@@ -155,12 +159,20 @@ def reconcile_memberships(
             workspace_id=workspace_id,
             condition=condition,
             scope=lambda column: _id_scope(session, column, after, upto, contact_ids),
+            among_contacts=among_contacts,
             since=since,
             events=events,
         )
     member = _memberships.c
     contact = _contacts.c
-    matching = [contact.workspace_id == workspace_id, condition, *_id_scope(session, contact.id, after, upto, contact_ids)]
+
+    def scope(column: Any) -> list[ColumnElement[bool]]:
+        bounds = _id_scope(session, column, after, upto, contact_ids)
+        if among_contacts is not None:
+            bounds.append(column.in_(select(contact.id).where(contact.workspace_id == workspace_id, among_contacts)))
+        return bounds
+
+    matching = [contact.workspace_id == workspace_id, condition, *scope(contact.id)]
     is_member = exists().where(member.segment_id == segment_id, member.contact_id == contact.id)
     entering = select(literal(segment_id), contact.id, literal(workspace_id), literal(since)).where(
         *matching, ~is_member
@@ -178,7 +190,7 @@ def reconcile_memberships(
     )
     removal = (
         delete(_memberships)
-        .where(member.segment_id == segment_id, *_id_scope(session, member.contact_id, after, upto, contact_ids), ~still_matches)
+        .where(member.segment_id == segment_id, *scope(member.contact_id), ~still_matches)
         .returning(member.contact_id)
     )
     exited = sorted(session.scalars(removal).all())
@@ -189,6 +201,12 @@ def reconcile_memberships(
             + _event_rows(workspace_id, ((segment_id, c) for c in exited), EventKind.EXITED, events),
         )
     return entered, exited
+
+
+def _disagrees(condition: ColumnElement[bool], member_id: Any) -> ColumnElement[bool]:
+    """Whether ``condition`` (null counting as false, as in a ``WHERE``) and membership (the
+    ``member_id`` of a ``LEFT JOIN``, null for none) disagree."""
+    return func.coalesce(condition, false()) != member_id.is_not(None)
 
 
 def _insert_optimistically(session: Session, statement: Callable[[bool], Any]) -> Any:
@@ -215,12 +233,14 @@ def _reconcile_postgresql(
     workspace_id: str,
     condition: ColumnElement[bool],
     scope: Callable[[Any], list[ColumnElement[bool]]],
+    among_contacts: ColumnElement[bool] | None,
     since: float,
     events: EventStamp | None,
 ) -> tuple[list[str], list[str]]:
     """PostgreSQL: one statement, ``WITH diff AS (matches FULL JOIN members), entered AS
     (INSERT ... RETURNING), exited AS (DELETE ... RETURNING)[, events AS (INSERT ...)] SELECT
-    array_agg(...), ...``.
+    array_agg(...), ...``.  With ``among_contacts``, the diff is those contacts ``LEFT JOIN``
+    their membership instead: an index lookup each, never a read of all the members.
 
     The delete finds its rows by key (``contact_id = ANY(ARRAY(SELECT ... FROM diff))``), an
     index lookup whatever the planner guesses of the join's size.  The insert is tried first
@@ -228,20 +248,37 @@ def _reconcile_postgresql(
     """
     member = _memberships.c
     contact = _contacts.c
-    matches = (
-        select(contact.id.label("id"))
-        .where(contact.workspace_id == workspace_id, condition, *scope(contact.id))
-        .subquery("matches")
-    )
-    members = (
-        select(member.contact_id.label("id")).where(member.segment_id == segment_id, *scope(member.contact_id)).subquery("members")
-    )
-    diff = (
-        select(matches.c.id.label("matching"), members.c.id.label("member"))
-        .select_from(matches.join(members, members.c.id == matches.c.id, full=True))
-        .where(or_(matches.c.id.is_(None), members.c.id.is_(None)))
-        .cte("diff")
-    )
+    if among_contacts is not None:
+        diff = (
+            select(case((condition, contact.id)).label("matching"), member.contact_id.label("member"))
+            .select_from(
+                _contacts.outerjoin(_memberships, (member.segment_id == segment_id) & (member.contact_id == contact.id))
+            )
+            .where(
+                contact.workspace_id == workspace_id,
+                among_contacts,
+                *scope(contact.id),
+                _disagrees(condition, member.contact_id),
+            )
+            .cte("diff")
+        )
+    else:
+        matches = (
+            select(contact.id.label("id"))
+            .where(contact.workspace_id == workspace_id, condition, *scope(contact.id))
+            .subquery("matches")
+        )
+        members = (
+            select(member.contact_id.label("id"))
+            .where(member.segment_id == segment_id, *scope(member.contact_id))
+            .subquery("members")
+        )
+        diff = (
+            select(matches.c.id.label("matching"), members.c.id.label("member"))
+            .select_from(matches.join(members, members.c.id == matches.c.id, full=True))
+            .where(or_(matches.c.id.is_(None), members.c.id.is_(None)))
+            .cte("diff")
+        )
     leaving = func.array(select(diff.c.member).where(diff.c.matching.is_(None)).scalar_subquery())
     removal = (
         delete(_memberships)
@@ -404,13 +441,12 @@ def membership_differences(
     contact = _contacts.c
     statement: Any
     if among_contacts is not None:
-        is_member = member.contact_id.is_not(None)
         statement = (
             select(contact.id)
             .select_from(
                 _contacts.outerjoin(_memberships, (member.segment_id == segment_id) & (member.contact_id == contact.id))
             )
-            .where(contact.workspace_id == workspace_id, among_contacts, condition.is_distinct_from(is_member))
+            .where(contact.workspace_id == workspace_id, among_contacts, _disagrees(condition, member.contact_id))
         )
     elif session.get_bind().dialect.name == "postgresql":
         matches = select(contact.id.label("id")).where(contact.workspace_id == workspace_id, condition).subquery("matches")
