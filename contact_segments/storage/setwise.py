@@ -288,13 +288,18 @@ def _reconcile_postgresql(
     )
 
     def statement(on_conflict: bool) -> Any:
-        insert = postgresql.insert(_memberships).from_select(
-            ["segment_id", "contact_id", "workspace_id", "since"],
-            select(literal(segment_id), diff.c.matching, literal(workspace_id), literal(since)).where(diff.c.member.is_(None)),
+        names = ["segment_id", "contact_id", "workspace_id", "since"]
+        rows = select(literal(segment_id), diff.c.matching, literal(workspace_id), literal(since)).where(
+            diff.c.member.is_(None)
         )
+        adding: Any = insert(_memberships).from_select(names, rows)
         if on_conflict:
-            insert = insert.on_conflict_do_nothing(index_elements=[member.segment_id, member.contact_id])
-        entered = insert.returning(member.segment_id, member.contact_id).cte("entered")
+            adding = (
+                postgresql.insert(_memberships)
+                .from_select(names, rows)
+                .on_conflict_do_nothing(index_elements=[member.segment_id, member.contact_id])
+            )
+        entered = adding.returning(member.segment_id, member.contact_id).cte("entered")
         result = select(  # two arrays in one row: no per-row objects for a first build's many entries
             select(func.array_agg(entered.c.contact_id)).scalar_subquery(),
             select(func.array_agg(removal.c.contact_id)).scalar_subquery(),
