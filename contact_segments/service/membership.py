@@ -3,8 +3,8 @@
 Two ways to compute one thing, proven equal by the property tests:
 
 * :func:`evaluate_contacts` - the compiled Python predicate, for a batch of changed contacts;
-* :func:`rebuild_segment` - the compiled SQL condition, set-wise over all the workspace's
-  contacts, in batches of contact ids.
+* :func:`rebuild_batch` - the compiled SQL condition, set-wise over the workspace's contacts
+  (a batch of contact ids, or a chosen set: those a time window or a change stamp names).
 
 Both write the membership diff and its events in the caller's transaction, and both derive the
 events from the rows actually inserted or deleted (``ON CONFLICT DO NOTHING ... RETURNING`` and
@@ -155,9 +155,8 @@ def evaluate_contacts(
     leaves every segment considered.
 
     The segments must have been read under a share lock in this transaction (PostgreSQL; the
-    default list is), unless the caller holds the workspace's row exclusively (a tick): an edit
-    or a rebuild batch locks its segment's row exclusively, so none runs while an evaluation
-    holds the segment.  Otherwise an evaluation on the rule before an edit could commit after
+    default list is): an edit or a rebuild batch locks its segment's row exclusively, so none
+    runs while an evaluation holds the segment.  Otherwise an evaluation on the rule before an edit could commit after
     the rebuild for the new rule had looked at its contacts (a member left by the old rule, not
     put back by the new), and an evaluation and a rebuild writing the same segment's
     memberships in different orders would deadlock.
