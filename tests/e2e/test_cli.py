@@ -265,6 +265,10 @@ def test_every_command_with_json_output(cli: Cli, engine: Engine, tmp_path: Path
     assert all((r["entered"], r["exited"]) == (0, 0) for r in cli.ok("recompute", "-w", WS))
     with engine.begin() as connection:
         connection.execute(delete(Membership).where(Membership.segment_id == segment["id"], Membership.contact_id == vip[1]))
+    # --incremental compares only the contacts changed since the last build: a lost membership is not a change.
+    assert cli.ok("recompute", "-w", WS, "--segment", sid, "--incremental") == [
+        {"segment_id": segment["id"], "entered": 0, "exited": 0, "member_count": len(vip) - 2}
+    ]
     assert cli.ok("recompute", "-w", WS, "--segment", sid) == [
         {"segment_id": segment["id"], "entered": 1, "exited": 0, "member_count": len(vip) - 1}
     ]
