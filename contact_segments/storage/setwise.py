@@ -203,10 +203,25 @@ def reconcile_memberships(
     return entered, exited
 
 
-def _disagrees(condition: ColumnElement[bool], member_id: Any) -> ColumnElement[bool]:
-    """Whether ``condition`` (null counting as false, as in a ``WHERE``) and membership (the
-    ``member_id`` of a ``LEFT JOIN``, null for none) disagree."""
-    return func.coalesce(condition, false()) != member_id.is_not(None)
+def _compared(
+    session: Session, segment_id: int, workspace_id: str, condition: ColumnElement[bool], among: list[ColumnElement[bool]]
+) -> Any:
+    """A CTE of the contacts satisfying ``among``: ``id``, whether each ``matches`` the
+    condition (null counting as false, as in a ``WHERE``) and whether it ``is_member``.
+
+    Membership is a correlated ``EXISTS``, so each contact is looked up by key: joined, the
+    planner may hash all of a segment's members (hundreds of thousands) for ten thousand
+    contacts.  On PostgreSQL the CTE is ``MATERIALIZED``, so each lookup runs once.
+    """
+    member = _memberships.c
+    contact = _contacts.c
+    is_member = exists().where(member.segment_id == segment_id, member.contact_id == contact.id)
+    compared = select(
+        contact.id.label("id"), func.coalesce(condition, false()).label("matches"), is_member.label("is_member")
+    ).where(contact.workspace_id == workspace_id, *among)
+    if session.get_bind().dialect.name == "postgresql":
+        return compared.cte("compared").prefix_with("MATERIALIZED")
+    return compared.cte("compared")
 
 
 def _insert_optimistically(session: Session, statement: Callable[[bool], Any]) -> Any:
@@ -249,17 +264,13 @@ def _reconcile_postgresql(
     member = _memberships.c
     contact = _contacts.c
     if among_contacts is not None:
+        compared = _compared(session, segment_id, workspace_id, condition, [among_contacts, *scope(contact.id)])
         diff = (
-            select(case((condition, contact.id)).label("matching"), member.contact_id.label("member"))
-            .select_from(
-                _contacts.outerjoin(_memberships, (member.segment_id == segment_id) & (member.contact_id == contact.id))
+            select(
+                case((compared.c.matches, compared.c.id)).label("matching"),
+                case((compared.c.is_member, compared.c.id)).label("member"),
             )
-            .where(
-                contact.workspace_id == workspace_id,
-                among_contacts,
-                *scope(contact.id),
-                _disagrees(condition, member.contact_id),
-            )
+            .where(compared.c.matches != compared.c.is_member)
             .cte("diff")
         )
     else:
@@ -446,13 +457,8 @@ def membership_differences(
     contact = _contacts.c
     statement: Any
     if among_contacts is not None:
-        statement = (
-            select(contact.id)
-            .select_from(
-                _contacts.outerjoin(_memberships, (member.segment_id == segment_id) & (member.contact_id == contact.id))
-            )
-            .where(contact.workspace_id == workspace_id, among_contacts, _disagrees(condition, member.contact_id))
-        )
+        compared = _compared(session, segment_id, workspace_id, condition, [among_contacts])
+        statement = select(compared.c.id).where(compared.c.matches != compared.c.is_member)
     elif session.get_bind().dialect.name == "postgresql":
         matches = select(contact.id.label("id")).where(contact.workspace_id == workspace_id, condition).subquery("matches")
         members = select(member.contact_id.label("id")).where(member.segment_id == segment_id).subquery("members")
