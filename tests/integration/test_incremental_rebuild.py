@@ -9,7 +9,6 @@ with or without ticks.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import import_module
 
@@ -20,7 +19,7 @@ from sqlalchemy import Engine, delete, select, update
 
 from contact_segments import service
 from contact_segments.rules import compile_predicate
-from contact_segments.service import InlineDispatcher, UnitOfWork
+from contact_segments.service import UnitOfWork
 from contact_segments.storage import (
     TRACKED_FIELDS,
     Contact,
@@ -30,6 +29,7 @@ from contact_segments.storage import (
     make_session_factory,
     queries,
 )
+from tests.support.workspaces import workspace_with_segments
 
 DAY = 86_400
 START = 1_780_000_000
@@ -50,15 +50,8 @@ CONTACTS = 12
 
 
 @pytest.fixture
-def workspace(engine: Engine) -> Iterator[tuple[UnitOfWork, dict[str, int]]]:
-    factory = make_session_factory(engine)
-    uow = UnitOfWork(factory, InlineDispatcher(factory, clock=lambda: START))
-    service.create_workspace(uow, "ws", now=START)
-    ids = {
-        name: service.create_segment(uow, "ws", name=name, rule=service.RuleInput(rule=rule), now=START).id
-        for name, rule in RULES.items()
-    }
-    yield uow, ids
+def workspace(engine: Engine) -> tuple[UnitOfWork, dict[str, int]]:
+    return workspace_with_segments(engine, RULES, now=START)
 
 
 # --------------------------------------------------------------------------- the property

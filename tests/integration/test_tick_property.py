@@ -4,7 +4,6 @@ ticks, with contacts placed right at the thresholds."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -14,8 +13,9 @@ from sqlalchemy import Engine, delete, select
 
 from contact_segments import service
 from contact_segments.rules import compile_predicate
-from contact_segments.service import InlineDispatcher, UnitOfWork
-from contact_segments.storage import Contact, Membership, Workspace, make_session_factory, queries
+from contact_segments.service import UnitOfWork
+from contact_segments.storage import Contact, Membership, Workspace, queries
+from tests.support.workspaces import workspace_with_segments
 
 DAY = 86_400
 START = 1_780_000_000
@@ -44,15 +44,8 @@ gaps = st.lists(st.one_of(st.sampled_from([1, 60, DAY, 3 * DAY]), st.integers(1,
 
 
 @pytest.fixture
-def workspace(engine: Engine) -> Iterator[tuple[UnitOfWork, dict[str, int]]]:
-    factory = make_session_factory(engine)
-    uow = UnitOfWork(factory, InlineDispatcher(factory, clock=lambda: START))
-    service.create_workspace(uow, "ws", now=START)
-    ids = {
-        name: service.create_segment(uow, "ws", name=name, rule=service.RuleInput(rule=rule), now=START).id
-        for name, rule in RULES.items()
-    }
-    yield uow, ids
+def workspace(engine: Engine) -> tuple[UnitOfWork, dict[str, int]]:
+    return workspace_with_segments(engine, RULES, now=START)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -1,1 +1,1 @@
-"""Helpers shared by the test suites: the json-logic-js oracle client and Hypothesis strategies."""
+"""Helpers shared by the test suites: the json-logic-js oracle client, Hypothesis strategies, workspaces to start from."""
