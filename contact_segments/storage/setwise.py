@@ -140,9 +140,8 @@ def reconcile_memberships(
     """Make the segment's members among contacts with ids in ``(after, upto]`` (and among
     ``contact_ids``, and those satisfying the condition ``among_contacts``, if given) exactly
     those matching ``condition``; return the contact ids that entered and those that exited,
-    each sorted.  With ``events``, also append an "entered" event
-    per contact that entered, then an "exited" one per contact that exited, each in contact id
-    order.
+    each sorted.  With ``events``, also append an "entered" event per contact that entered,
+    then an "exited" one per contact that exited, each in contact id order.
 
     entered = matches - members (``INSERT ... ON CONFLICT DO NOTHING RETURNING``), exited =
     members - matches (``DELETE ... RETURNING``): only rows that really changed come back (and
@@ -254,8 +253,8 @@ def _reconcile_postgresql(
 ) -> tuple[list[str], list[str]]:
     """PostgreSQL: one statement, ``WITH diff AS (matches FULL JOIN members), entered AS
     (INSERT ... RETURNING), exited AS (DELETE ... RETURNING)[, events AS (INSERT ...)] SELECT
-    array_agg(...), ...``.  With ``among_contacts``, the diff is those contacts ``LEFT JOIN``
-    their membership instead: an index lookup each, never a read of all the members.
+    array_agg(...), ...``.  With ``among_contacts``, the diff compares just those contacts,
+    each membership looked up by key (see :func:`_compared`), never a read of all the members.
 
     The delete finds its rows by key (``contact_id = ANY(ARRAY(SELECT ... FROM diff))``), an
     index lookup whatever the planner guesses of the join's size.  The insert is tried first
@@ -484,10 +483,12 @@ def member_count(session: Session, segment_id: int) -> int:
 
 def count_matching(session: Session, workspace_id: str, condition: ColumnElement[bool]) -> int:
     """How many of the workspace's contacts match ``condition``."""
-    statement = (
-        select(func.count()).select_from(_contacts).where(_contacts.c.workspace_id == workspace_id, condition)
-    )
-    return session.scalar(statement) or 0
+    return session.scalar(count_matching_query(workspace_id, condition)) or 0
+
+
+def count_matching_query(workspace_id: str, condition: ColumnElement[bool]) -> Select[tuple[int]]:
+    """``SELECT count(*) FROM contacts WHERE workspace_id = ... AND condition``."""
+    return select(func.count()).select_from(_contacts).where(_contacts.c.workspace_id == workspace_id, condition)
 
 
 def count_difference(
@@ -535,13 +536,3 @@ def time_window_condition(
     column = _contacts.c[column_name]
     in_window = (column >= low) & (column < high) if include_low else (column > low) & (column <= high)
     return or_(in_window, column.is_(None)) if with_null else in_window
-
-
-def contact_ids_where(session: Session, workspace_id: str, condition: ColumnElement[bool]) -> Sequence[str]:
-    """Ids of the workspace's contacts that satisfy ``condition``."""
-    return session.scalars(contacts_where(workspace_id, condition)).all()
-
-
-def contacts_where(workspace_id: str, condition: ColumnElement[bool]) -> Select[tuple[str]]:
-    """``SELECT id FROM contacts WHERE workspace_id = ... AND condition``."""
-    return select(_contacts.c.id).where(_contacts.c.workspace_id == workspace_id, condition)

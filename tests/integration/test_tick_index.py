@@ -19,7 +19,7 @@ def test_the_tick_window_query_uses_the_timestamp_index(session_factory) -> None
         _populate(session, contacts=20_000)
         session.execute(text("ANALYZE contacts"))
         created_recently = compiled_segment(_segment({">": [{"var": "created_at"}, {"-": [{"var": "now"}, 7 * DAY]}]}))
-        query = setwise.contacts_where("ws", flip_candidates(created_recently, NOW, NOW + 60))
+        query = setwise.count_matching_query("ws", flip_candidates(created_recently, NOW, NOW + 60))
         compiled = query.compile(session.get_bind(), compile_kwargs={"literal_binds": True})
         plan = "\n".join(session.scalars(text(f"EXPLAIN {compiled}")))
     # With real statistics the planner picks the range scan by itself; no enable_seqscan=off.
