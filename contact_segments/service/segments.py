@@ -405,7 +405,8 @@ def rebuild_segment(
     contacts that may have changed since: those the database stamped after that build's
     watermark (:mod:`~..storage.change_stamps`), and, for a rule that reads ``now``, those whose
     time thresholds lie between the instants of that build and this one (as a tick finds them).
-    Anything else reads every contact.  A sweep must not be incremental: it is there to find
+    That assumes the clock moves forward (``now`` given as earlier than the last build's
+    compares everyone).  Anything else reads every contact too.  A sweep must not be incremental: it is there to find
     drift that no change explains.
 
     The result has the member count unless ``count_members`` is false.
@@ -503,19 +504,22 @@ def _plan_batches(
 
 def _changed_since_build(segment: Segment, at: float) -> ColumnElement[bool] | None:
     """The contacts whose membership may have changed since the segment's last complete build,
-    evaluated at ``at`` now (a condition on ``contacts``); None if that is not known."""
+    evaluated at ``at`` now (a condition on ``contacts``); None if that is not known, or if the
+    clock went back since that build."""
     if (
         segment.built_version != segment.rule_version
         or segment.built_stamp is None
         or segment.built_from is None
         or segment.built_until is None
+        or at < segment.built_until
     ):
         return None
-    # Every instant the memberships were evaluated at since lies between these two: the build's,
-    # the ticks' (each between the build and the evaluation instant, which is never before the
-    # last tick) and ``at``.  Evaluations of changed contacts ran at other instants, but those
-    # contacts carry a newer stamp.
-    flips = flip_candidates(compiled_segment(segment), min(segment.built_from, at), max(segment.built_until, at))
+    # Since the build, memberships were evaluated at the build's instants, by ticks and by
+    # evaluations of changed contacts, each at an evaluation instant (never before the last
+    # tick): with a clock that moves forward, all between the build's first instant and ``at``.
+    # A contact's membership can differ between two of them only if it was stamped since, or a
+    # time threshold of the rule lies between them.
+    flips = flip_candidates(compiled_segment(segment), segment.built_from, at)
     if flips is None:
         return None
     return or_(change_stamps.changed_since(segment.built_stamp), flips)

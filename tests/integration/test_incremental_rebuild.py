@@ -146,6 +146,18 @@ def test_only_contacts_changed_since_the_build_are_compared(workspace) -> None:
     assert (result.entered, result.exited) == (0, 0)
 
 
+def test_with_the_clock_set_back_the_rebuild_compares_everyone(workspace) -> None:
+    uow, ids = workspace
+    _reset(uow, ids)
+    promotion = ids["promotion"]
+    service.rebuild_segment(UnitOfWork(uow.session_factory), "ws", promotion, now=START + 100)
+    with uow:
+        uow.session.execute(delete(Membership).where(Membership.segment_id == promotion, Membership.contact_id == "c00"))
+        uow.commit()
+    result = service.rebuild_segment(UnitOfWork(uow.session_factory), "ws", promotion, now=START + 50, incremental=True)
+    assert (result.entered, result.exited) == (1, 0)  # the drift of c00 found: everyone was compared
+
+
 def test_after_an_edit_the_rebuild_compares_everyone(workspace) -> None:
     uow, ids = workspace
     _reset(uow, ids)
