@@ -156,10 +156,10 @@ def evaluate_contacts(
 
     The segments must have been read under a share lock in this transaction (PostgreSQL; the
     default list is): an edit or a rebuild batch locks its segment's row exclusively, so none
-    runs while an evaluation holds the segment.  Otherwise an evaluation on the rule before an edit could commit after
-    the rebuild for the new rule had looked at its contacts (a member left by the old rule, not
-    put back by the new), and an evaluation and a rebuild writing the same segment's
-    memberships in different orders would deadlock.
+    runs while an evaluation holds the segment.  Otherwise an evaluation on the rule before an
+    edit could commit after the rebuild for the new rule had looked at its contacts (a member
+    left by the old rule, not put back by the new), and an evaluation and a rebuild writing the
+    same segment's memberships in different orders would deadlock.
     """
     ids = sorted(set(contact_ids))
     if not ids:

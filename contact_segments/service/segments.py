@@ -405,8 +405,8 @@ def rebuild_segment(
     contacts that may have changed since: those the database stamped after that build's
     watermark (:mod:`~..storage.change_stamps`), and, for a rule that reads ``now``, those whose
     time thresholds lie between the instants of that build and this one (as a tick finds them).
-    That assumes the clock moves forward (``now`` given as earlier than the last build's
-    compares everyone).  Anything else reads every contact too.  A sweep must not be incremental: it is there to find
+    That assumes the clock moves forward: a ``now`` earlier than the last build's compares
+    everyone, as does any other case.  A sweep must not be incremental: it is there to find
     drift that no change explains.
 
     The result has the member count unless ``count_members`` is false.
