@@ -13,8 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from ..storage import MembershipEvent, SegmentChange
 from ..storage import queries as q
 from .errors import NotFound
@@ -96,18 +94,12 @@ def deliver_events(
     undelivered, and :class:`DeliveryFailed` propagates for the caller to retry.
     """
     if notify is not None:
-        _drain(
-            uow, workspace_id, SegmentChange,
-            lambda session: q.fetch_undelivered_segment_changes(session, workspace_id, limit=limit),
-            lambda changes: _notify_each(notify, workspace_id, changes), now=now,
-        )  # fmt: skip
+        _drain(uow, workspace_id, SegmentChange, lambda changes: _notify_each(notify, workspace_id, changes), now=now, limit=limit)
     if deliver is None:
         return 0
     return _drain(
-        uow, workspace_id, MembershipEvent,
-        lambda session: q.fetch_undelivered_events(session, workspace_id=workspace_id, limit=limit),
-        lambda events: deliver([EventView.of(event) for event in events]), now=now,
-    )  # fmt: skip
+        uow, workspace_id, MembershipEvent, lambda events: deliver([EventView.of(event) for event in events]), now=now, limit=limit
+    )
 
 
 def _notify_each(notify: Notify, workspace_id: str, changes: Sequence[SegmentChange]) -> None:
@@ -119,10 +111,10 @@ def _drain(
     uow: UnitOfWork,
     workspace_id: str,
     outbox: q.Outbox,
-    fetch: Callable[[Session], Sequence[Any]],
     hand: Callable[[Sequence[Any]], None],
     *,
     now: float,
+    limit: int,
 ) -> int:
     """Hand the workspace's undelivered rows of ``outbox`` to the host, batch by batch, each in
     a transaction holding the workspace's delivery lock; return how many went.  A batch the
@@ -133,7 +125,7 @@ def _drain(
         with uow:
             if not q.try_lock_delivery(uow.session, workspace_id):
                 return handed  # another worker is delivering this workspace's outbox
-            batch = fetch(uow.session)
+            batch = q.fetch_undelivered_events(uow.session, workspace_id, limit=limit, outbox=outbox)
             if not batch:
                 return handed
             seqs = [row.seq for row in batch]

@@ -223,7 +223,7 @@ def load_contact_views(
     views: dict[str, ContactView] = {}
     for batch in batched(sorted(set(contact_ids)), BATCH_SIZE):
         statement = select(*columns).where(
-            _contacts.c.workspace_id == workspace_id, _among(session, _contacts.c.id, batch)
+            _contacts.c.workspace_id == workspace_id, among(session, _contacts.c.id, batch)
         )
         if for_update:
             statement = statement.order_by(_contacts.c.id).with_for_update()
@@ -238,7 +238,7 @@ def contact_versions(session: Session, workspace_id: str, contact_ids: Iterable[
     for batch in batched(set(contact_ids), BATCH_SIZE):
         rows = session.execute(
             select(_contacts.c.id, _contacts.c.version).where(
-                _contacts.c.workspace_id == workspace_id, _among(session, _contacts.c.id, batch)
+                _contacts.c.workspace_id == workspace_id, among(session, _contacts.c.id, batch)
             )
         )
         versions.update(rows.tuples().all())
@@ -252,7 +252,7 @@ def delete_contacts(session: Session, workspace_id: str, contact_ids: Iterable[s
     for batch in batched(sorted(set(contact_ids)), BATCH_SIZE):
         statement = (
             delete(_contacts)
-            .where(_contacts.c.workspace_id == workspace_id, _among(session, _contacts.c.id, batch))
+            .where(_contacts.c.workspace_id == workspace_id, among(session, _contacts.c.id, batch))
             .returning(_contacts.c.id, _contacts.c.version)
         )
         rows = session.execute(statement).tuples().all()
@@ -279,7 +279,7 @@ def tombstone_versions(session: Session, workspace_id: str, contact_ids: Iterabl
     for batch in batched(sorted(set(contact_ids)), BATCH_SIZE):
         rows = session.execute(
             select(_tombstones.c.contact_id, _tombstones.c.version).where(
-                _tombstones.c.workspace_id == workspace_id, _among(session, _tombstones.c.contact_id, batch)
+                _tombstones.c.workspace_id == workspace_id, among(session, _tombstones.c.contact_id, batch)
             )
         )
         versions.update(rows.tuples().all())
@@ -340,7 +340,7 @@ def memberships_of(session: Session, workspace_id: str, contact_ids: Iterable[st
         rows = session.execute(
             select(_memberships.c.contact_id, _memberships.c.segment_id).where(
                 _memberships.c.workspace_id == workspace_id,
-                _among(session, _memberships.c.contact_id, batch),
+                among(session, _memberships.c.contact_id, batch),
             )
         )
         for contact_id, segment_id in rows.tuples().all():  # fetched at once: row by row costs twice as much
@@ -516,36 +516,27 @@ def try_lock_delivery(session: Session, workspace_id: str) -> bool:
     return bool(session.scalar(select(lock)))
 
 
+Outbox = type[MembershipEvent] | type[SegmentChange]
+"""One of the two outboxes: membership events, or segment notifications."""
+
+
 def fetch_undelivered_events(
-    session: Session, workspace_id: str, *, limit: int = BATCH_SIZE
-) -> Sequence[MembershipEvent]:
-    """The workspace's undelivered events, oldest first, locked for delivery.
+    session: Session, workspace_id: str, *, limit: int = BATCH_SIZE, outbox: Outbox = MembershipEvent
+) -> Sequence[Any]:
+    """The workspace's undelivered events (or rows of the ``outbox``), oldest first, locked for
+    delivery.
 
     On PostgreSQL the rows stay locked until the transaction ends, and rows another transaction has
     locked are skipped, so concurrent deliverers take disjoint batches. (To keep each contact's
     events in order, deliver one workspace in one place at a time: :func:`try_lock_delivery`.)
     """
     statement = (
-        select(MembershipEvent)
-        .where(MembershipEvent.workspace_id == workspace_id, MembershipEvent.delivered_at.is_(None))
-        .order_by(MembershipEvent.seq)
+        select(outbox)
+        .where(outbox.workspace_id == workspace_id, outbox.delivered_at.is_(None))
+        .order_by(outbox.seq)
         .limit(limit)
         .with_for_update(skip_locked=True)
         .execution_options(populate_existing=True)  # fresh rows even if the session holds them
-    )
-    return session.scalars(statement).all()
-
-
-def fetch_undelivered_segment_changes(session: Session, workspace_id: str, *, limit: int = BATCH_SIZE) -> Sequence[SegmentChange]:
-    """The workspace's undelivered segment notifications, oldest first, locked for delivery (see
-    :func:`fetch_undelivered_events`)."""
-    statement = (
-        select(SegmentChange)
-        .where(SegmentChange.workspace_id == workspace_id, SegmentChange.delivered_at.is_(None))
-        .order_by(SegmentChange.seq)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .execution_options(populate_existing=True)
     )
     return session.scalars(statement).all()
 
@@ -565,10 +556,6 @@ def delete_workspace_rows(session: Session, workspace_id: str) -> None:
     session.execute(delete(_workspaces).where(_workspaces.c.id == workspace_id))
 
 
-Outbox = type[MembershipEvent] | type[SegmentChange]
-"""One of the two outboxes: membership events, or segment notifications."""
-
-
 def workspaces_with_undelivered_events(session: Session) -> list[str]:
     """The workspaces that have events or segment notifications waiting for delivery (from the
     undelivered indexes alone)."""
@@ -583,7 +570,7 @@ def mark_events_delivered(session: Session, seqs: Iterable[int], *, now: float, 
     """Record the events (or the ``outbox``'s rows) as delivered at ``now``."""
     table = cast(Table, outbox.__table__)
     for batch in batched(sorted(set(seqs)), BATCH_SIZE):
-        session.execute(update(table).where(_among(session, table.c.seq, batch)).values(delivered_at=now))
+        session.execute(update(table).where(among(session, table.c.seq, batch)).values(delivered_at=now))
 
 
 def record_failed_delivery(session: Session, seqs: Iterable[int], *, outbox: Outbox = MembershipEvent) -> None:
@@ -591,7 +578,7 @@ def record_failed_delivery(session: Session, seqs: Iterable[int], *, outbox: Out
     table = cast(Table, outbox.__table__)
     for batch in batched(sorted(set(seqs)), BATCH_SIZE):
         session.execute(
-            update(table).where(_among(session, table.c.seq, batch)).values(attempts=table.c.attempts + 1)
+            update(table).where(among(session, table.c.seq, batch)).values(attempts=table.c.attempts + 1)
         )
 
 
@@ -761,7 +748,7 @@ def _json_rows(table: Table, rows: Sequence[Mapping[str, Any]], document: Any = 
     return func.jsonb_to_recordset(document).table_valued(*columns).render_derived("given", with_types=True)
 
 
-def _among(session: Session, column_: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:
+def among(session: Session, column_: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:
     """``column_ IN values``; on PostgreSQL ``= ANY(array)``, one parameter instead of many."""
     if _dialect(session) == "postgresql":
         return column_ == any_(literal(list(values), postgresql.ARRAY(column_.type)))

@@ -37,7 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .models import Contact, EventKind, Membership, MembershipEvent
-from .queries import NewEvent, add_memberships, append_events, insert_for, remove_memberships
+from .queries import NewEvent, add_memberships, among, append_events, insert_for, remove_memberships
 
 _contacts = cast(Table, Contact.__table__)
 _memberships = cast(Table, Membership.__table__)
@@ -51,13 +51,6 @@ def _id_range(column: Any, after: str | None, upto: str | None) -> list[ColumnEl
     if upto is not None:
         bounds.append(column <= upto)
     return bounds
-
-
-def among(session: Session, column: Any, values: Sequence[str]) -> ColumnElement[bool]:
-    """``column IN values``; on PostgreSQL ``= ANY(array)``, one parameter however many values."""
-    if session.get_bind().dialect.name == "postgresql":
-        return column == any_(literal(list(values), postgresql.ARRAY(column.type)))
-    return column.in_(values)
 
 
 def _id_scope(
