@@ -49,7 +49,7 @@ GENERATE = """
 INSERT INTO contacts (
     workspace_id, id, version, first_name, last_name, email, phone, country, language, lifecycle,
     assignee, conversation_status, last_interacted_channel, channels, tags, created_at,
-    last_incoming_message_at, last_outgoing_message_at, custom_fields, updated_at, pending_mask)
+    last_incoming_message_at, last_outgoing_message_at, custom_fields, updated_at, changed_mask)
 SELECT
     :ws, 'c' || lpad(n::text, 8, '0'), 1,
     'First' || (n % 997), 'Last' || (n % 991),

@@ -86,7 +86,7 @@ from pgscratch import (
     schema_url,
     vacuum,
 )
-from sqlalchemy import Engine, select, text, update
+from sqlalchemy import Engine, delete, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
@@ -186,23 +186,25 @@ def run_worker(concurrency: int) -> None:
 def evaluate_one(uow: Any, workspace_id: str, contact_id: str, *, now: float) -> None:
     """The baseline's task body: ``evaluate_pending`` for exactly one contact.
 
-    Takes the contact's pending bits under its row lock, re-evaluates the segments that read
-    the changed fields, writes memberships and events, schedules delivery: the engine's own
-    steps, without batching.
+    Takes the contact's pending change (deletes its row, held until the commit), re-evaluates
+    the segments that read the changed fields, writes memberships and events, schedules
+    delivery: the engine's own steps, without batching.
     """
     from contact_segments.service.commands import DeliverEvents
     from contact_segments.service.contacts import EVERY_FIELD
     from contact_segments.service.membership import evaluate_contacts
     from contact_segments.service.segments import evaluation_instant
-    from contact_segments.storage import Contact, EventCause, pending_changes
+    from contact_segments.storage import EventCause, PendingChange, pending_changes
 
     with uow:
         now = evaluation_instant(uow, workspace_id, now)
-        key = (Contact.workspace_id == workspace_id, Contact.id == contact_id, Contact.pending_mask != 0)
-        mask = uow.session.scalar(select(Contact.pending_mask).where(*key).with_for_update())
+        mask = uow.session.scalar(
+            delete(PendingChange)
+            .where(PendingChange.workspace_id == workspace_id, PendingChange.contact_id == contact_id)
+            .returning(PendingChange.mask)
+        )
         if not mask:
             return
-        uow.session.execute(update(Contact).where(*key).values(pending_mask=0))
         fields = pending_changes.fields_of(mask)
         diff = evaluate_contacts(
             uow.session,
@@ -455,7 +457,7 @@ def wait_for_events(run: Run, after_seq: int, ids: Iterable[str], *, what: str) 
                 {"ws": WORKSPACE, "seq": after_seq, "ids": list(wanted)},
             ).scalar()  # fmt: skip
             pending = connection.execute(
-                text("SELECT count(*) FROM contacts WHERE workspace_id = :ws AND pending_mask <> 0"), {"ws": WORKSPACE}
+                text("SELECT count(*) FROM pending_changes WHERE workspace_id = :ws"), {"ws": WORKSPACE}
             ).scalar()
         if seen == len(wanted) and pending == 0:
             break

@@ -7,9 +7,9 @@ the second:
   (a stale or duplicate snapshot is a no-op, as is one no newer than a deleted contact's last
   version: a late save does not bring a deleted contact back); the database marks the fields
   it changed as *pending*;
-* :func:`evaluate_pending` takes pending contacts under their row locks, re-evaluates only the
-  segments whose rules read a changed field, writes the membership diff and its events, and
-  clears the pending marks - all in one transaction.
+* :func:`evaluate_pending` takes pending contacts (their pending rows stay locked until it
+  commits), re-evaluates only the segments whose rules read a changed field, and writes the
+  membership diff and its events - all in one transaction.
 
 Pending fields accumulate across snapshots until an evaluation clears them, so coalescing a burst
 of changes into one evaluation of the newest snapshot loses nothing (see
@@ -116,7 +116,8 @@ def _segments_reading(segments: Sequence[Segment], changes: Iterable[frozenset[s
     """The segments that read any of the changed fields (all of them if a contact is new).
 
     :func:`evaluate_contacts` leaves the others alone for every one of these contacts anyway
-    (they all exist: :func:`pending_changes.take` holds their rows); leaving them out of the
+    (their snapshots are stored: :func:`queries.delete_contacts` removes a deleted contact's
+    pending change, after waiting for an evaluation that took it); leaving them out of the
     call also keeps them out of the statement that writes the diff and its events.
     """
     fields: set[str] = set()

@@ -150,9 +150,13 @@ def evaluate_contacts(
 
     ``segments`` defaults to all of the workspace's; ``changed`` maps a contact id to the fields
     that changed (None: all of them, e.g. a new contact), so a segment whose rule reads none of
-    them is left alone for that contact.  The contacts' rows stay locked until the transaction
-    ends, so two evaluations of one contact never interleave.  A contact that no longer exists
-    leaves every segment considered.
+    them is left alone for that contact.  A contact that no longer exists leaves every segment
+    considered.
+
+    The caller must hold the contacts, so that two evaluations of one contact never interleave:
+    their pending rows taken (:func:`~..storage.pending_changes.take`), or the contacts deleted
+    in this transaction (:func:`~..storage.queries.delete_contacts`, which waits for an
+    evaluation holding them).
 
     The segments must have been read under a share lock in this transaction (PostgreSQL; the
     default list is): an edit or a rebuild batch locks its segment's row exclusively, so none
@@ -168,7 +172,7 @@ def evaluate_contacts(
         segments = q.list_segments(session, workspace_id, share_lock=True)
     compiled = [compiled_segment(segment) for segment in segments]
     versions = {c.id: c.rule_version for c in compiled}
-    views = q.load_contact_views(session, workspace_id, ids, for_update=True)
+    views = q.load_contact_views(session, workspace_id, ids)
     current = q.memberships_of(session, workspace_id, ids)
     to_enter: list[tuple[int, str]] = []
     to_exit: list[tuple[int, str]] = []

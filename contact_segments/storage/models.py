@@ -140,13 +140,6 @@ class Contact(Base):
         ),
         postgresql_only(Index("ix_contacts_tags", "tags", postgresql_using="gin")),
         Index("ix_contacts_workspace_id_change_stamp", "workspace_id", "change_stamp"),
-        Index(
-            "ix_contacts_pending",
-            "workspace_id",
-            "id",
-            postgresql_where=text("pending_mask <> 0"),
-            sqlite_where=text("pending_mask <> 0"),
-        ),
     )
 
     workspace_id: Mapped[str] = mapped_column(
@@ -174,9 +167,10 @@ class Contact(Base):
 
     updated_at: Mapped[float] = mapped_column(Double)
     """When this snapshot was stored (not a field of the view)."""
-    pending_mask: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
-    """The view fields changed since the memberships were last evaluated, one bit per field of
-    :data:`TRACKED_FIELDS` (0: nothing pending). See :mod:`.pending_changes`."""
+    changed_mask: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    """The view fields the last stored write changed, one bit per field of :data:`TRACKED_FIELDS`:
+    how the upsert hands them to :class:`PendingChange`.  Not indexed, so it costs nothing more
+    than the write it comes with."""
     change_stamp: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     """When the snapshot last changed, set by the database's trigger on every write of a view
     field, whoever writes the row. See :mod:`.change_stamps`."""
@@ -214,6 +208,22 @@ class ContactTombstone(Base):
     contact_id: Mapped[str] = mapped_column(Text, primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger)
     deleted_at: Mapped[float] = mapped_column(Double)
+
+
+class PendingChange(Base):
+    """A contact whose memberships await evaluation, with the view fields changed since they were
+    last evaluated (one bit per field of :data:`TRACKED_FIELDS`).  See :mod:`.pending_changes`.
+
+    A narrow table of its own rather than a column of ``contacts``: taking a contact's pending
+    change deletes this small row, where clearing an indexed column would write a new version
+    of the wide contact row and of every one of its index entries.  No foreign key, like the
+    tombstones."""
+
+    __tablename__ = "pending_changes"
+
+    workspace_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    contact_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    mask: Mapped[int] = mapped_column(BigInteger)
 
 
 class Segment(Base):

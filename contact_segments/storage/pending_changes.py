@@ -1,11 +1,22 @@
 """Pending changes: which fields of a contact changed since its memberships were last evaluated.
 
-Storing a snapshot sets one bit per field whose value it changed (all of them for a new
-contact), computed by the database in the upsert itself (``IS DISTINCT FROM`` the stored
-value), so concurrent stores never lose a bit.  An evaluation takes the pending contacts under
-their row locks and clears the bits.  Bits accumulate across snapshots, so a burst of changes
-evaluated once, on the newest snapshot, still re-evaluates every segment that reads any field
-that changed.
+Storing a snapshot computes, in the upsert itself, one bit per field whose value it changed (all
+of them for a new contact: ``IS DISTINCT FROM`` the stored value) and ORs them into the contact's
+row of ``pending_changes`` (:func:`.queries.mark_pending`).  An evaluation takes pending rows
+(deletes them, keeping their bits); bits accumulate until then, so a burst of changes evaluated
+once, on the newest snapshot, still re-evaluates every segment that reads any field that changed.
+
+The pending row is also what makes evaluations of one contact run one after another, without a
+lock on the wide contact row (PostgreSQL; SQLite runs one writer at a time):
+
+* an evaluation holds the rows it took (deleted, not yet committed) until its transaction ends,
+  and another one skips them (``SKIP LOCKED``);
+* a writer of the contact writes its row first, then its pending row: if an evaluation holds the
+  pending row, the writer waits for it (a unique key check waits for the deleting transaction),
+  so a newer snapshot is marked pending only once the evaluation of the older one has committed,
+  and the next evaluation reads the memberships it wrote;
+* deleting a contact deletes its pending row last, and so waits the same way
+  (:func:`.queries.delete_contacts`).
 """
 
 from __future__ import annotations
@@ -13,13 +24,13 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, delete, select
 from sqlalchemy.orm import Session
 
-from .models import TRACKED_FIELDS, Contact
-from .queries import BATCH_SIZE, batched
+from .models import TRACKED_FIELDS, PendingChange
+from .queries import BATCH_SIZE, among, batched
 
-_contacts = cast(Table, Contact.__table__)
+_pending = cast(Table, PendingChange.__table__)
 
 
 @lru_cache(maxsize=4096)
@@ -29,45 +40,43 @@ def fields_of(mask: int) -> frozenset[str]:
 
 
 def take(session: Session, workspace_id: str, *, limit: int = BATCH_SIZE) -> dict[str, frozenset[str]]:
-    """Up to ``limit`` of the workspace's contacts with pending changes, locked, their bits
-    cleared: each id with the fields that changed.
+    """Up to ``limit`` of the workspace's contacts with pending changes, in id order, each with
+    the fields that changed; their pending rows are deleted, and held until the transaction ends.
 
     On PostgreSQL, rows another transaction holds are skipped (``SKIP LOCKED``), so several
-    workers take disjoint batches of the same workspace; and it is one statement, ``UPDATE ...
-    FROM (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING`` the bits as they were when locked.
-    (SQLite's RETURNING cannot name the FROM subquery, so there it is a SELECT, then an UPDATE;
-    its transactions exclude every other writer anyway.)
+    workers take disjoint batches of the same workspace; and it is one statement, ``WITH taken
+    AS MATERIALIZED (SELECT ... FOR UPDATE SKIP LOCKED) DELETE ... RETURNING``.  (On SQLite, a
+    SELECT, then a DELETE: its transactions exclude every other writer anyway.)
     """
+    pending = _pending.c
     locked = (
-        select(_contacts.c.id, _contacts.c.pending_mask)
-        .where(_contacts.c.workspace_id == workspace_id, _contacts.c.pending_mask != 0)
-        .order_by(_contacts.c.id)
+        select(pending.contact_id, pending.mask)
+        .where(pending.workspace_id == workspace_id)
+        .order_by(pending.contact_id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
     if session.get_bind().dialect.name == "postgresql":
         # A MATERIALIZED CTE runs once.  As a plain subquery the planner may rescan it for each
-        # row it updates, and a rescan of FOR UPDATE sees the bits just cleared and moves on to
-        # the next rows: the LIMIT would not hold.
+        # row it deletes, and a rescan of FOR UPDATE skips the rows just deleted and moves on
+        # to the next ones: the LIMIT would not hold.
         taken = locked.cte("taken").prefix_with("MATERIALIZED")
         rows = session.execute(
-            update(_contacts)
-            .where(_contacts.c.workspace_id == workspace_id, _contacts.c.id == taken.c.id)
-            .values(pending_mask=0)
-            .returning(taken.c.id, taken.c.pending_mask)
+            delete(_pending)
+            .where(pending.workspace_id == workspace_id, pending.contact_id == taken.c.contact_id)
+            .returning(pending.contact_id, pending.mask)
         ).all()
     else:
         rows = session.execute(locked).all()
         for batch in batched([contact_id for contact_id, _ in rows], BATCH_SIZE):
             session.execute(
-                update(_contacts)
-                .where(_contacts.c.workspace_id == workspace_id, _contacts.c.id.in_(batch))
-                .values(pending_mask=0)
+                delete(_pending).where(
+                    pending.workspace_id == workspace_id, among(session, pending.contact_id, batch)
+                )
             )
     return {contact_id: fields_of(mask) for contact_id, mask in sorted(rows)}
 
 
 def workspaces_with_pending(session: Session) -> list[str]:
     """Workspaces that have contacts with pending changes."""
-    statement = select(_contacts.c.workspace_id).where(_contacts.c.pending_mask != 0).distinct()
-    return list(session.scalars(statement))
+    return list(session.scalars(select(_pending.c.workspace_id).distinct().order_by(_pending.c.workspace_id)))

@@ -50,6 +50,7 @@ from contact_segments.storage.models import (
     DefaultRegistryEntry,
     Membership,
     MembershipEvent,
+    PendingChange,
     Segment,
     SegmentChange,
     Workspace,
@@ -67,6 +68,7 @@ _memberships = cast(Table, Membership.__table__)
 _events = cast(Table, MembershipEvent.__table__)
 _segment_changes = cast(Table, SegmentChange.__table__)
 _tombstones = cast(Table, ContactTombstone.__table__)
+_pending = cast(Table, PendingChange.__table__)
 _registry = cast(Table, DefaultRegistryEntry.__table__)
 
 _DELIVERY_LOCK_CLASS = 0x5E6
@@ -174,9 +176,9 @@ def upsert_contacts(
         return insert.on_conflict_do_update(
             index_elements=[_contacts.c.workspace_id, _contacts.c.id],
             set_={name: insert.excluded[name] for name in _CONTACT_UPDATE_COLUMNS}
-            | {"pending_mask": _contacts.c.pending_mask.op("|")(_changed_mask(insert.excluded))},
+            | {"changed_mask": _changed_mask(insert.excluded)},
             where=_contacts.c.version < insert.excluded.version,
-        ).returning(_contacts.c.id)
+        ).returning(_contacts.c.id, _contacts.c.changed_mask)
 
     # A deleted contact's snapshot no newer than its tombstone is stale: it stays deleted.  (A
     # save racing the deletion itself, within the same instant, can still bring it back.)
@@ -184,11 +186,11 @@ def upsert_contacts(
     rows = [  # in id order: one lock order for all callers
         newest[contact_id] for contact_id in sorted(newest) if newest[contact_id]["version"] > buried.get(contact_id, -1)
     ]
-    return [
-        contact_id
-        for batch in batched(rows, BATCH_SIZE)
-        for contact_id in _bulk_insert(session, _contacts, batch, if_newer).scalars()
-    ]
+    stored: dict[str, int] = {}
+    for batch in batched(rows, BATCH_SIZE):
+        stored.update(_bulk_insert(session, _contacts, batch, if_newer).tuples().all())
+    mark_pending(session, workspace_id, stored)
+    return list(stored)
 
 
 def advance_timestamp(session: Session, workspace_id: str, contact_id: str, field: str, at: float) -> bool:
@@ -197,6 +199,7 @@ def advance_timestamp(session: Session, workspace_id: str, contact_id: str, fiel
     Returns whether the contact exists and the timestamp moved.
     """
     column = _contacts.c[field]
+    bit = 1 << TRACKED_FIELDS.index(field)
     statement = (
         update(_contacts)
         .where(
@@ -204,29 +207,46 @@ def advance_timestamp(session: Session, workspace_id: str, contact_id: str, fiel
             _contacts.c.id == contact_id,
             column.is_(None) | (column < at),
         )
-        .values({field: at, "pending_mask": _contacts.c.pending_mask.op("|")(1 << TRACKED_FIELDS.index(field))})
+        .values({field: at, "changed_mask": bit})
         .returning(_contacts.c.id)
     )
-    return session.execute(statement).first() is not None
+    if session.execute(statement).first() is None:
+        return False
+    mark_pending(session, workspace_id, {contact_id: bit})
+    return True
 
 
-def load_contact_views(
-    session: Session, workspace_id: str, contact_ids: Iterable[str], *, for_update: bool = False
-) -> dict[str, ContactView]:
-    """The evaluation views (without ``now``) of the stored contacts among ``contact_ids``, by id.
+def mark_pending(session: Session, workspace_id: str, masks: Mapping[str, int]) -> None:
+    """Add the changed fields' bits (contact id -> mask) to the contacts' pending changes.
 
-    With ``for_update``, the rows stay locked (PostgreSQL; in id order, so concurrent callers do not
-    deadlock) until the transaction ends: evaluations of one contact then run one after another,
-    each on the newest snapshot.
+    Called after the contacts' rows were written in the same transaction: a writer holds a
+    contact's row before its pending row, as every writer does (see :mod:`.pending_changes`).
+    An insert, or an OR into the row that is there: concurrent writers never lose a bit.
     """
+    rows = [
+        {"workspace_id": workspace_id, "contact_id": contact_id, "mask": mask}
+        for contact_id, mask in sorted(masks.items())  # one lock order for all callers
+        if mask
+    ]
+
+    def merged(insert: Insert) -> Executable:
+        return insert.on_conflict_do_update(
+            index_elements=[_pending.c.workspace_id, _pending.c.contact_id],
+            set_={"mask": _pending.c.mask.op("|")(insert.excluded.mask)},
+        )
+
+    for batch in batched(rows, BATCH_SIZE):
+        _bulk_insert(session, _pending, batch, merged)
+
+
+def load_contact_views(session: Session, workspace_id: str, contact_ids: Iterable[str]) -> dict[str, ContactView]:
+    """The evaluation views (without ``now``) of the stored contacts among ``contact_ids``, by id."""
     columns = [_contacts.c[name] for name in CONTACT_VIEW_FIELDS]
     views: dict[str, ContactView] = {}
     for batch in batched(sorted(set(contact_ids)), BATCH_SIZE):
         statement = select(*columns).where(
             _contacts.c.workspace_id == workspace_id, among(session, _contacts.c.id, batch)
         )
-        if for_update:
-            statement = statement.order_by(_contacts.c.id).with_for_update()
         rows = session.execute(statement).tuples().all()  # fetched at once: row by row costs twice as much
         views.update((row[0], cast(ContactView, dict(zip(CONTACT_VIEW_FIELDS, row, strict=True)))) for row in rows)
     return views
@@ -247,7 +267,12 @@ def contact_versions(session: Session, workspace_id: str, contact_ids: Iterable[
 
 def delete_contacts(session: Session, workspace_id: str, contact_ids: Iterable[str], *, now: float) -> list[str]:
     """Delete the contacts, leaving a tombstone with each one's version; return the ids that
-    existed. Memberships are the caller's to remove."""
+    existed. Memberships are the caller's to remove.
+
+    The contacts' pending changes go too, after their rows: deleting a pending row that an
+    evaluation has taken waits for that evaluation's transaction to end, so the caller then
+    reads the memberships it wrote (see :mod:`.pending_changes`).
+    """
     deleted: list[str] = []
     for batch in batched(sorted(set(contact_ids)), BATCH_SIZE):
         statement = (
@@ -269,6 +294,9 @@ def delete_contacts(session: Session, workspace_id: str, contact_ids: Iterable[s
                 ),
                 tombstones,
             )
+        session.execute(
+            delete(_pending).where(_pending.c.workspace_id == workspace_id, among(session, _pending.c.contact_id, batch))
+        )
         deleted.extend(contact_id for contact_id, _ in rows)
     return deleted
 
@@ -549,10 +577,10 @@ def append_segment_change(session: Session, change: Mapping[str, Any]) -> None:
 
 def delete_workspace_rows(session: Session, workspace_id: str) -> None:
     """Delete the workspace and everything in it: its row takes contacts, segments, memberships
-    and events with it (foreign keys, ``ON DELETE CASCADE``); its segment notifications and
-    contact tombstones, which have no foreign key, go explicitly."""
-    session.execute(delete(_segment_changes).where(_segment_changes.c.workspace_id == workspace_id))
-    session.execute(delete(_tombstones).where(_tombstones.c.workspace_id == workspace_id))
+    and events with it (foreign keys, ``ON DELETE CASCADE``); its segment notifications, contact
+    tombstones and pending changes, which have no foreign key, go explicitly."""
+    for table in (_segment_changes, _tombstones, _pending):
+        session.execute(delete(table).where(table.c.workspace_id == workspace_id))
     session.execute(delete(_workspaces).where(_workspaces.c.id == workspace_id))
 
 
@@ -637,7 +665,7 @@ def _contact_row(workspace_id: str, snapshot: Mapping[str, Any], now: float) -> 
     row["custom_fields"] = dict(row["custom_fields"] or {})
     row["workspace_id"] = workspace_id
     row["updated_at"] = now
-    row["pending_mask"] = ALL_PENDING  # a new contact: everything is to evaluate
+    row["changed_mask"] = ALL_PENDING  # a new contact: everything is to evaluate
     return row
 
 

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from contact_segments import service
 from contact_segments.rules import apply
 from contact_segments.service.maintenance import REBUILD_GRACE_SECONDS, schedule_pending_work
-from contact_segments.storage import Contact, Membership, MembershipEvent
+from contact_segments.storage import Contact, Membership, MembershipEvent, PendingChange
 from tests.support.reference_host import FAILURES_ENV
 from tests.support.workers import Pipeline, wait_for
 
@@ -72,7 +72,7 @@ def drained(pipeline: Pipeline, workspace_id: str) -> bool:
     """Nothing pending, nothing undelivered."""
     with pipeline.session_factory() as session:
         pending = session.scalar(
-            select(func.count()).where(Contact.workspace_id == workspace_id, Contact.pending_mask != 0)
+            select(func.count()).where(PendingChange.workspace_id == workspace_id)
         )
         undelivered = session.scalar(
             select(func.count()).where(

@@ -46,7 +46,14 @@ from contact_segments.plugin import hookimpl
 from contact_segments.rules import compile_predicate, rule_to_sql
 from contact_segments.service import RuleInput, UnitOfWork
 from contact_segments.service.maintenance import REBUILD_GRACE_SECONDS, schedule_pending_work
-from contact_segments.storage import Contact, Membership, MembershipEvent, Segment, contact_view_columns
+from contact_segments.storage import (
+    Contact,
+    Membership,
+    MembershipEvent,
+    PendingChange,
+    Segment,
+    contact_view_columns,
+)
 from contact_segments.storage import queries as q
 from contact_segments.tasks import CeleryDispatcher, create_celery_app
 from tests.support.reference_host import HostRejected, ReferenceHost
@@ -390,7 +397,7 @@ def backlog(pipeline: Pipeline, workspace_id: str) -> dict[str, int]:
     """What is left to do: pending contacts, undelivered events, segments not built for their rule."""
     with pipeline.session_factory() as session:
         pending = session.scalar(
-            select(func.count()).where(Contact.workspace_id == workspace_id, Contact.pending_mask != 0)
+            select(func.count()).where(PendingChange.workspace_id == workspace_id)
         )
         undelivered = session.scalar(
             select(func.count()).where(
@@ -437,7 +444,7 @@ def classify(query: str) -> str | None:
         return "rebuild"
     if "from segments" in sql and "for update" in sql and "for share" not in sql:
         return "rebuild"  # a rebuild batch locking its segment
-    if "pending_mask" in sql or ("from contacts" in sql and "for update" in sql):
+    if "pending_changes" in sql:
         return "evaluation"
     return None
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import func, select
 
-from contact_segments.storage import Contact, Segment
+from contact_segments.storage import PendingChange, Segment
 from tests.support.workers import Pipeline, Worker
 
 from .conftest import POSTGRESQL_ONLY
@@ -58,7 +58,7 @@ def aimed_batch_done(pipeline: Pipeline, workspace_id: str, contact_ids: list[st
     def done() -> bool:
         with pipeline.session_factory() as session:
             pending = select(func.count()).where(
-                Contact.workspace_id == workspace_id, Contact.id.in_(contact_ids), Contact.pending_mask != 0
+                PendingChange.workspace_id == workspace_id, PendingChange.contact_id.in_(contact_ids)
             )
             return session.scalar(pending) == 0
 

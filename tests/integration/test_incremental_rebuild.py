@@ -24,6 +24,7 @@ from contact_segments.storage import (
     TRACKED_FIELDS,
     Contact,
     Membership,
+    PendingChange,
     Workspace,
     change_stamps,
     make_session_factory,
@@ -189,7 +190,7 @@ def test_the_database_stamps_a_change_of_any_view_field_and_nothing_else(engine:
         mark = change_stamps.watermark(uow.session, "ws")
         uow.commit()
     with uow:
-        uow.session.execute(update(Contact).where(Contact.id == "c").values(pending_mask=0, updated_at=START + 1))
+        uow.session.execute(update(Contact).where(Contact.id == "c").values(changed_mask=0, updated_at=START + 1))
         uow.commit()
     assert _stamp(uow) == before  # bookkeeping columns do not stamp
     with uow:
@@ -250,7 +251,7 @@ def _reset(uow: UnitOfWork, ids: dict[str, int]) -> float:
         )
     with uow:
         queries.upsert_contacts(uow.session, "ws", snapshots, now=START)
-        uow.session.execute(update(Contact).values(pending_mask=0))
+        uow.session.execute(delete(PendingChange))
         uow.commit()
     for segment_id in ids.values():
         service.rebuild_segment(UnitOfWork(uow.session_factory), "ws", segment_id, now=START)

@@ -15,7 +15,7 @@ import threading
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,6 +60,7 @@ from contact_segments.storage import (
     DefaultRegistryEntry,
     Membership,
     MembershipEvent,
+    PendingChange,
     Segment,
     SegmentChange,
     Workspace,
@@ -718,65 +719,141 @@ def test_20_concurrent_creators_of_one_name_leave_one(
     assert segment_rows(session_factory) == slot_count(session_factory) == len(DEFAULT_NAMES) + 1
 
 
-@POSTGRESQL_ONLY
-def test_deleting_a_segment_while_a_contact_is_evaluated_does_not_deadlock(
-    db_url: str, ws: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An evaluation holds the workspace's share lock, then touches the segment; a delete must
-    take its locks in the same order, or the two deadlock and one of them fails."""
-    engine = make_engine(db_url, connect_args={"application_name": "segments-delete-test"})
-    factory = make_session_factory(engine)
-    uow = UnitOfWork(factory, InlineDispatcher(factory, clock=lambda: NOW))
-    segment = create_segment(uow, ws, name="Malaysia", rule=RuleInput(rule=MALAYSIA), now=NOW)
-    upsert_contacts(UnitOfWork(factory), ws, [snapshot("c1", country="MY")], now=NOW)  # pending, not evaluated
+class PausedEvaluation:
+    """``evaluate_pending`` in a thread of its own, paused just after it took its pending changes
+    (PostgreSQL: the rows it took stay held) until :meth:`resume`; other work in threads too,
+    errors collected.  Connections are named ``segments-race-test``, to see who waits."""
 
-    from contact_segments.service import contacts as contacts_module
+    APPLICATION = "segments-race-test"
 
-    taken, resume = threading.Event(), threading.Event()
-    real_take = contacts_module.pending_changes.take
+    def __init__(self, db_url: str, ws: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        from contact_segments.service import contacts as contacts_module
 
-    def take_then_wait(*args: Any, **kwargs: Any) -> Any:
-        pending = real_take(*args, **kwargs)
-        taken.set()
-        resume.wait(timeout=30)
-        return pending
+        self.engine = make_engine(db_url, connect_args={"application_name": self.APPLICATION})
+        self.factory = make_session_factory(self.engine)
+        self.ws = ws
+        self.errors: list[BaseException] = []
+        self.threads: list[threading.Thread] = []
+        self._taken, self._resume = threading.Event(), threading.Event()
+        real_take = contacts_module.pending_changes.take
 
-    monkeypatch.setattr(contacts_module.pending_changes, "take", take_then_wait)
-    errors: list[BaseException] = []
+        def take_then_wait(*args: Any, **kwargs: Any) -> Any:
+            pending = real_take(*args, **kwargs)
+            if not self._taken.is_set():  # only the first evaluation pauses
+                self._taken.set()
+                self._resume.wait(timeout=30)
+            return pending
 
-    def guarded(work: Callable[[], object]) -> Callable[[], None]:
-        def run() -> None:
+        monkeypatch.setattr(contacts_module.pending_changes, "take", take_then_wait)
+
+    def start(self) -> None:
+        self.run(lambda: evaluate_pending(UnitOfWork(self.factory), self.ws, now=NOW))
+        assert self._taken.wait(timeout=30)
+
+    def run(self, work: Callable[[], object]) -> None:
+        def guarded() -> None:
             try:
                 work()
             except BaseException as error:
-                errors.append(error)
+                self.errors.append(error)
 
-        return run
+        thread = threading.Thread(target=guarded)
+        self.threads.append(thread)
+        thread.start()
 
-    evaluation = threading.Thread(target=guarded(lambda: evaluate_pending(UnitOfWork(factory), ws, now=NOW)))
-    deletion = threading.Thread(target=guarded(lambda: delete_segment(UnitOfWork(factory), ws, segment.id, now=NOW)))
-    try:
-        evaluation.start()
-        assert taken.wait(timeout=30)
-        deletion.start()
+    def waiting_on_locks(self, expected: int = 1, *, timeout: float = 10) -> int:
+        """How many of our connections wait for a lock, once that is ``expected`` (or ``timeout``)."""
         waiting = text(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE application_name = 'segments-delete-test' AND wait_event_type = 'Lock'"
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = :name AND wait_event_type = 'Lock'"
         )
-        deadline = time.monotonic() + 10
-        with engine.connect() as connection:
-            while not connection.execute(waiting).scalar() and time.monotonic() < deadline:
+        deadline = time.monotonic() + timeout
+        with self.engine.connect() as connection:
+            while True:
+                count = connection.execute(waiting, {"name": self.APPLICATION}).scalar() or 0
+                if count >= expected or time.monotonic() > deadline:
+                    return count
                 time.sleep(0.02)
-        resume.set()
-        evaluation.join(timeout=30)
-        deletion.join(timeout=30)
-        assert errors == []
-        with factory() as session:
-            assert session.get(Segment, segment.id) is None
-            assert session.scalar(select(func.count()).where(Membership.segment_id == segment.id)) == 0
+
+    def finish(self) -> None:
+        self._resume.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+        self.engine.dispose()
+        assert self.errors == []
+
+
+@pytest.fixture
+def paused_evaluation(db_url: str, ws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[PausedEvaluation]:
+    race = PausedEvaluation(db_url, ws, monkeypatch)
+    try:
+        yield race
     finally:
-        resume.set()
-        engine.dispose()
+        race._resume.set()
+        race.engine.dispose()
+
+
+@POSTGRESQL_ONLY
+def test_deleting_a_segment_while_a_contact_is_evaluated_does_not_deadlock(
+    paused_evaluation: PausedEvaluation, ws: str
+) -> None:
+    """An evaluation holds the workspace's share lock, then touches the segment; a delete must
+    take its locks in the same order, or the two deadlock and one of them fails."""
+    race = paused_evaluation
+    uow = UnitOfWork(race.factory, InlineDispatcher(race.factory, clock=lambda: NOW))
+    segment = create_segment(uow, ws, name="Malaysia", rule=RuleInput(rule=MALAYSIA), now=NOW)
+    upsert_contacts(UnitOfWork(race.factory), ws, [snapshot("c1", country="MY")], now=NOW)  # pending, not evaluated
+
+    race.start()
+    race.run(lambda: delete_segment(UnitOfWork(race.factory), ws, segment.id, now=NOW))
+    race.waiting_on_locks()
+    race.finish()
+    with race.factory() as session:
+        assert session.get(Segment, segment.id) is None
+        assert session.scalar(select(func.count()).where(Membership.segment_id == segment.id)) == 0
+
+
+@POSTGRESQL_ONLY
+def test_a_snapshot_stored_during_its_contacts_evaluation_waits_and_is_evaluated_after(
+    paused_evaluation: PausedEvaluation, ws: str
+) -> None:
+    """The pending row an evaluation took serialises the contact: a newer snapshot's store waits
+    for the evaluation to commit, another evaluation meanwhile finds nothing to take, and the
+    next one evaluates the newer snapshot against the memberships the first one wrote."""
+    race = paused_evaluation
+    malaysia = create_segment(UnitOfWork(race.factory), ws, name="Malaysia", rule=RuleInput(rule=MALAYSIA), now=NOW).id
+    upsert_contacts(UnitOfWork(race.factory), ws, [snapshot("c1", 1, country="MY")], now=NOW)
+
+    race.start()  # evaluates version 1 (Malaysia): paused before it writes
+    race.run(lambda: upsert_contacts(UnitOfWork(race.factory), ws, [snapshot("c1", 2, country="SG")], now=NOW))
+    assert race.waiting_on_locks() == 1  # the store waits for the evaluation
+    assert not evaluate_pending(UnitOfWork(race.factory), ws, now=NOW)  # nothing to take meanwhile
+    race.finish()
+
+    with race.factory() as session:
+        assert session.scalar(select(PendingChange.mask).where(PendingChange.contact_id == "c1"))
+    evaluate_pending(UnitOfWork(race.factory), ws, now=NOW)
+    assert [(e.kind, e.contact_id) for e in events(race.factory, segment_id=malaysia)] == [("entered", "c1"), ("exited", "c1")]
+    with race.factory() as session:
+        assert session.scalar(select(func.count()).where(Membership.segment_id == malaysia)) == 0
+
+
+@POSTGRESQL_ONLY
+def test_deleting_a_contact_during_its_evaluation_waits_and_removes_what_it_wrote(
+    paused_evaluation: PausedEvaluation, ws: str
+) -> None:
+    race = paused_evaluation
+    malaysia = create_segment(UnitOfWork(race.factory), ws, name="Malaysia", rule=RuleInput(rule=MALAYSIA), now=NOW).id
+    upsert_contacts(UnitOfWork(race.factory), ws, [snapshot("c1", 1, country="MY")], now=NOW)
+
+    race.start()
+    race.run(lambda: delete_contact(UnitOfWork(race.factory), ws, "c1", now=NOW))
+    assert race.waiting_on_locks() == 1  # the deletion waits for the evaluation
+    race.finish()
+
+    assert [(e.kind, e.contact_id) for e in events(race.factory, segment_id=malaysia)] == [("entered", "c1"), ("exited", "c1")]
+    with race.factory() as session:
+        assert session.scalar(select(func.count()).where(Membership.contact_id == "c1")) == 0
+        assert session.scalar(select(func.count()).select_from(PendingChange)) == 0
 
 
 # --------------------------------------------------------------------------- contacts
