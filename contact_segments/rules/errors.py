@@ -7,6 +7,7 @@ JSON path of the node it concerns (``$.and[1].==[0].var``).
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -22,13 +23,22 @@ class Diagnostic:
         return f"{self.path}: {self.message}"
 
 
+_CONTAINERS = reprlib.Repr()
+_CONTAINERS.maxlevel = 3  # a thousand nested lists are not walked (nor would repr() survive them)
+_CONTAINERS.maxstring = _CONTAINERS.maxother = 80
+
+
 def quote(value: object, limit: int = 80) -> str:
     """``repr(value)`` for a message, at most ``limit`` characters: user text is echoed escaped
-    (no control characters reach a terminal) and short (a 50 MB key is not repeated back)."""
+    (no control characters reach a terminal) and short (a 50 MB key is not repeated back, nor a
+    list of a million items or nested a thousand deep walked)."""
     if isinstance(value, str) and len(value) > limit:
         value = value[:limit]
         return repr(value)[: limit + 1] + "…"
-    text = repr(value)
+    try:
+        text = repr(value) if value is None or isinstance(value, str | int | float) else _CONTAINERS.repr(value)
+    except ValueError:  # an integer with more digits than Python will print
+        text = "an integer too long to print"
     return text if len(text) <= limit + 2 else text[: limit + 1] + "…"
 
 

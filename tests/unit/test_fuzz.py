@@ -28,6 +28,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
+from marshmallow import ValidationError
 from sqlalchemy.dialects import postgresql, sqlite
 
 from contact_segments.cli import iter_json_lines
@@ -36,7 +37,7 @@ from contact_segments.rules.catalog import FIELDS, STRING_FIELDS, STRING_LIST_FI
 from contact_segments.rules.operators import CLASSIC
 from contact_segments.rules.validation import RuleValidationError, validate_segment_rule
 from contact_segments.service import InvalidInput, SegmentsError
-from contact_segments.service.snapshots import MAX_VALUES, load_snapshot
+from contact_segments.service.snapshots import _SCHEMA, MAX_VALUES, _load_plain, load_snapshot
 from contact_segments.storage import contact_view_columns
 from tests.support.segment_strategies import raw_segment_rules, snapshots
 
@@ -229,6 +230,38 @@ def test_fuzz_snapshot_values(document: Any) -> None:
 @given(mutated(valid_snapshots))
 def test_fuzz_snapshot_mutations(document: Any) -> None:
     check_snapshot(document)
+
+
+@pytest.mark.parametrize("ident", [deep(10_000, None, 0), 10**5000, list(range(1_000_000))], ids=["deep", "digits", "long"])
+def test_a_snapshot_with_an_outlandish_id_is_refused_with_a_short_message(ident: Any) -> None:
+    """The message quotes the id: a short excerpt, whatever it is (repr() of the first would
+    recurse too deep, of the second refuse to print it, of the third take megabytes)."""
+    with pytest.raises(InvalidInput, match="^invalid contact snapshot ") as refused:
+        load_snapshot({"id": ident, "version": 1})
+    assert len(refused.value.message) < 150
+
+
+@fuzz
+@given(st.one_of(mutated(valid_snapshots), mutated(valid_snapshots, json_scalars), hostile_values))
+def test_the_plain_path_loads_what_the_schema_loads(document: Any) -> None:
+    """Two ways to load a snapshot: the plain path may decline (None), but what it loads, the
+    schema loads to the same row; what the schema refuses, it declines."""
+    if not isinstance(document, dict):
+        return  # refused before either path runs
+    plain = _load_plain(document)
+    try:
+        expected = _SCHEMA.load(document)
+    except ValidationError:
+        assert plain is None
+        return
+    assert plain is None or plain == expected
+
+
+@fuzz
+@given(valid_snapshots)
+def test_the_plain_path_takes_plain_snapshots(document: dict[str, Any]) -> None:
+    """A snapshot of JSON values that the schema accepts is loaded by the plain path, to the same row."""
+    assert _load_plain(document) == _SCHEMA.load(document)
 
 
 @fuzz
