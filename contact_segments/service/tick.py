@@ -4,24 +4,27 @@
 contact changing.  For each segment whose rule reads ``now``, the rules layer lists its
 comparisons of a timestamp with ``now ± N`` (:func:`~..rules.analysis.time_thresholds`); each
 can change value between two instants only for contacts whose timestamp lies in a window of the
-same width, which an index range query finds.  Those contacts alone are compared with their
-memberships, set-wise in SQL (one statement per segment, see :func:`rebuild_batch`), so a tick
-costs what the flips cost, not what the contacts cost.
+same width, which an index range query finds.  Those contacts alone are read (each with its
+membership, looked up by key) and evaluated with the segment's compiled predicate, and the
+flips of every segment are written in one statement (:func:`apply_diff`), so a tick costs what
+the flips cost, not what the contacts cost.  A segment whose use of the clock has no such
+window, or a workspace's first tick, is reconciled set-wise over every contact instead.
 
 The workspace's watermark (``last_tick_at``) moves in the tick's transaction, under the
-workspace row's lock: ticks of a workspace run one after another, a missed beat is caught up by
-the next tick's wider window, and no window is covered twice.
+workspace row's lock: ticks of a workspace run one after another, and no evaluation of a
+contact runs meanwhile (:func:`.segments.evaluation_instant` share-locks the row); a missed
+beat is caught up by the next tick's wider window, and no window is covered twice.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..storage import EventCause, setwise
+from ..storage import EventCause
 from ..storage import queries as q
 from .commands import DeliverEvents
 from .contacts import workspace_segments
-from .membership import Diff, compiled_segment, flip_candidates, rebuild_batch
+from .membership import Diff, apply_diff, compiled_segment, flip_candidates, rebuild_batch
 from .segments import get_workspace
 from .uow import UnitOfWork
 
@@ -46,17 +49,26 @@ def tick(uow: UnitOfWork, workspace_id: str, *, now: float) -> TickResult:
             return TickResult(workspace_id, None, now, 0, 0, 0, skipped=True)
         diff = Diff()
         candidates = 0
+        to_enter: list[tuple[int, str]] = []
+        to_exit: list[tuple[int, str]] = []
+        versions: dict[int, int] = {}
         for segment in workspace_segments(uow.session, workspace_id):
             compiled = compiled_segment(segment)  # cached per rule version
             if not compiled.uses_now:
                 continue
-            # No watermark yet, or a rule whose clock use has no index window: reconcile everyone.
             may_flip = flip_candidates(compiled, window.start, now) if window.start is not None else None
-            if may_flip is not None:
-                candidates += setwise.count_matching(uow.session, workspace_id, may_flip)
+            if may_flip is None:  # no watermark yet, or no index window: reconcile everyone
+                diff.extend(rebuild_batch(uow.session, segment, after=None, upto=None, now=now, cause=EventCause.TIME_PASSED))
+                continue
+            versions[segment.id] = segment.rule_version
+            for view, is_member in q.contact_views_where(uow.session, workspace_id, may_flip, member_of=segment.id):
+                candidates += 1
+                if bool(compiled.predicate({**view, "now": now})) != is_member:
+                    (to_exit if is_member else to_enter).append((segment.id, view["id"]))
+        if to_enter or to_exit:
             diff.extend(
-                rebuild_batch(
-                    uow.session, segment, after=None, upto=None, among_contacts=may_flip, now=now, cause=EventCause.TIME_PASSED
+                apply_diff(
+                    uow.session, workspace_id, to_enter, to_exit, versions=versions, cause=EventCause.TIME_PASSED, now=now
                 )
             )
         if diff:

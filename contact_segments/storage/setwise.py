@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
+    Double,
     Integer,
     Select,
     Table,
     Text,
     any_,
+    bindparam,
     case,
     column,
     delete,
@@ -91,30 +94,35 @@ def _event_rows(
 
 
 def _append_events_sql(
-    workspace_id: str, changed: Any, stamp: EventStamp, order_by: Callable[[Any], list[ColumnElement[Any]]]
+    changed: Any,
+    *,
+    workspace_id: ColumnElement[str],
+    cause: ColumnElement[str],
+    rule_version: ColumnElement[int],
+    occurred_at: ColumnElement[float],
+    order_by: list[ColumnElement[Any]],
 ) -> Any:
     """PostgreSQL: ``INSERT INTO membership_events ... SELECT ... FROM changed ORDER BY ...`` as a
     CTE, one event per row of ``changed`` (segment_id, contact_id, kind), each with a fresh
     ``gen_random_uuid()`` id; ``seq`` follows the order (what :func:`queries.append_events`
-    gives a list sorted the same way)."""
-    version = case(
-        *((changed.c.segment_id == segment_id, literal(version)) for segment_id, version in stamp.rule_versions.items()),
-        else_=null(),
-    )
+    gives a list sorted the same way).  The other columns are SQL expressions: constants, or
+    parameters of a statement built once."""
     rows = select(
-        cast_(func.gen_random_uuid(), Text),
-        literal(workspace_id),
-        changed.c.segment_id,
-        changed.c.contact_id,
-        changed.c.kind,
-        literal(stamp.cause),
-        version,
-        literal(stamp.occurred_at),
-    ).order_by(*order_by(changed))
+        cast_(func.gen_random_uuid(), Text), workspace_id, changed.c.segment_id, changed.c.contact_id, changed.c.kind,
+        cause, rule_version, occurred_at,
+    ).order_by(*order_by)  # fmt: skip
     columns = ["event_id", "workspace_id", "segment_id", "contact_id", "kind", "cause", "rule_version", "occurred_at"]
     # The generic INSERT: SQLAlchemy caches the compiled form of a statement only if it has no
     # dialect INSERT (whose ON CONFLICT clause it cannot key).
     return insert(_events).from_select(columns, rows, include_defaults=False).cte("events")  # attempts: 0
+
+
+def _stamped_versions(changed: Any, stamp: EventStamp) -> ColumnElement[int]:
+    """The rule version each row of ``changed`` names, from ``stamp`` (a ``CASE`` on its segment)."""
+    return case(
+        *((changed.c.segment_id == segment_id, literal(version)) for segment_id, version in stamp.rule_versions.items()),
+        else_=null(),
+    )
 
 
 def reconcile_memberships(
@@ -216,7 +224,9 @@ def _compared(
     return compared.cte("compared")
 
 
-def _insert_optimistically(session: Session, statement: Callable[[bool], Any]) -> Any:
+def _insert_optimistically(
+    session: Session, statement: Callable[[bool], Any], parameters: Mapping[str, Any] | None = None
+) -> Any:
     """PostgreSQL: the one row of ``statement(False)``, a statement whose memberships INSERT has
     no ``ON CONFLICT``, run in a savepoint; if a concurrent writer added one of the memberships
     meanwhile, the unique violation rolls the savepoint back and ``statement(True)``, the same
@@ -228,9 +238,9 @@ def _insert_optimistically(session: Session, statement: Callable[[bool], Any]) -
     """
     try:
         with session.begin_nested():
-            return session.execute(statement(False)).one()
+            return session.execute(statement(False), parameters).one()
     except IntegrityError:
-        return session.execute(statement(True)).one()
+        return session.execute(statement(True), parameters).one()
 
 
 def _reconcile_postgresql(
@@ -314,7 +324,12 @@ def _reconcile_postgresql(
             ).subquery("changed")
             result = result.add_cte(
                 _append_events_sql(
-                    workspace_id, changed, events, lambda c: [c.c.rank, c.c.contact_id.collate("C")]
+                    changed,
+                    workspace_id=literal(workspace_id),
+                    cause=literal(events.cause),
+                    rule_version=_stamped_versions(changed, events),
+                    occurred_at=literal(events.occurred_at),
+                    order_by=[changed.c.rank, changed.c.contact_id.collate("C")],
                 )
             )
         return result
@@ -369,14 +384,80 @@ def write_membership_diff(
     return sorted(entered), sorted(exited)
 
 
-def _pairs_table(pairs: Sequence[tuple[int, str]], name: str) -> Any:
-    """PostgreSQL: ``pairs`` as a table (segment_id, contact_id), from one JSONB parameter, in order."""
-    document = literal([{"segment_id": s, "contact_id": c} for s, c in pairs], postgresql.JSONB)
-    return (
-        func.jsonb_to_recordset(document)
-        .table_valued(column("segment_id", Integer), column("contact_id", Text))
-        .render_derived(name, with_types=True)
+_DIFF_PAIRS = [column("segment_id", Integer), column("contact_id", Text)]
+
+
+def _diff_parameters(
+    workspace_id: str,
+    adding: Sequence[tuple[int, str]],
+    removing: Sequence[tuple[int, str]],
+    *,
+    since: float,
+    events: EventStamp,
+) -> dict[str, Any]:
+    """The values of :func:`_diff_statement`'s parameters."""
+
+    def pairs(chosen: Sequence[tuple[int, str]]) -> list[dict[str, Any]]:
+        return [{"segment_id": s, "contact_id": c} for s, c in chosen]
+
+    return {
+        "entering": pairs(adding),
+        "leaving": pairs(removing),
+        "workspace_id": workspace_id,
+        "since": since,
+        "cause": events.cause,
+        "occurred_at": events.occurred_at,
+        "rule_versions": {str(segment_id): version for segment_id, version in events.rule_versions.items()},
+    }
+
+
+@lru_cache(maxsize=2)
+def _diff_statement(on_conflict: bool) -> Any:
+    """PostgreSQL: the statement that writes a membership diff and its events, built once (its
+    values are all parameters, see :func:`_diff_parameters`): ``WITH exited AS (DELETE ...
+    RETURNING), entered AS (INSERT ... RETURNING), events AS (INSERT ...) SELECT`` the entered
+    pairs and the exited ones as four arrays.  ``on_conflict`` adds ``ON CONFLICT DO NOTHING``
+    to the memberships INSERT (see :func:`_insert_optimistically`)."""
+    member = _memberships.c
+
+    def pairs(name: str) -> Any:
+        document = bindparam(name, type_=postgresql.JSONB)
+        return func.jsonb_to_recordset(document).table_valued(*_DIFF_PAIRS).render_derived(name, with_types=True)
+
+    given_in, given_out = pairs("entering"), pairs("leaving")
+    workspace_id = bindparam("workspace_id", type_=Text)
+    exited = (
+        delete(_memberships)
+        .where(member.segment_id == given_out.c.segment_id, member.contact_id == given_out.c.contact_id)
+        .returning(member.segment_id, member.contact_id)
+        .cte("exited")
     )
+    names = ["segment_id", "contact_id", "workspace_id", "since"]
+    rows = select(given_in.c.segment_id, given_in.c.contact_id, workspace_id, bindparam("since", type_=Double))
+    adding: Any = insert(_memberships).from_select(names, rows)
+    if on_conflict:
+        adding = (
+            postgresql.insert(_memberships)
+            .from_select(names, rows)
+            .on_conflict_do_nothing(index_elements=[member.segment_id, member.contact_id])
+        )
+    entered = adding.returning(member.segment_id, member.contact_id).cte("entered")
+    changed = union_all(
+        select(entered.c.segment_id, entered.c.contact_id, literal(EventKind.ENTERED.value).label("kind")),
+        select(exited.c.segment_id, exited.c.contact_id, literal(EventKind.EXITED.value)),
+    ).subquery("changed")
+    versions = bindparam("rule_versions", type_=postgresql.JSONB)
+    in_order = _append_events_sql(
+        changed,
+        workspace_id=workspace_id,
+        cause=bindparam("cause", type_=Text),
+        rule_version=cast_(versions[cast_(changed.c.segment_id, Text)].astext, Integer),
+        occurred_at=bindparam("occurred_at", type_=Double),
+        order_by=[changed.c.contact_id.collate("C"), changed.c.segment_id],
+    )
+    ins = select(func.array_agg(entered.c.segment_id).label("s"), func.array_agg(entered.c.contact_id).label("c")).subquery()
+    outs = select(func.array_agg(exited.c.segment_id).label("s"), func.array_agg(exited.c.contact_id).label("c")).subquery()
+    return select(ins.c.s, ins.c.c, outs.c.s, outs.c.c).select_from(ins.join(outs, true())).add_cte(in_order)
 
 
 def _write_diff_postgresql(
@@ -388,39 +469,12 @@ def _write_diff_postgresql(
     since: float,
     events: EventStamp,
 ) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
-    member = _memberships.c
-    given_in, given_out = _pairs_table(adding, "entering"), _pairs_table(removing, "leaving")
-    rows = select(given_in.c.segment_id, given_in.c.contact_id, literal(workspace_id), literal(since))
-    names = ["segment_id", "contact_id", "workspace_id", "since"]
-    exited = (
-        delete(_memberships)
-        .where(member.segment_id == given_out.c.segment_id, member.contact_id == given_out.c.contact_id)
-        .returning(member.segment_id, member.contact_id)
-        .cte("exited")
+    parameters = _diff_parameters(workspace_id, adding, removing, since=since, events=events)
+    # The callers hold the contacts and share-lock the segments, so another writer of these
+    # memberships is rare: see _insert_optimistically.
+    in_segments, in_contacts, out_segments, out_contacts = _insert_optimistically(
+        session, lambda on_conflict: _diff_statement(on_conflict), parameters
     )
-
-    def statement(on_conflict: bool) -> Any:
-        if on_conflict:
-            adding_rows: Any = (
-                postgresql.insert(_memberships)
-                .from_select(names, rows)
-                .on_conflict_do_nothing(index_elements=[member.segment_id, member.contact_id])
-            )
-        else:
-            adding_rows = insert(_memberships).from_select(names, rows)
-        entered = adding_rows.returning(member.segment_id, member.contact_id).cte("entered")
-        changed = union_all(
-            select(entered.c.segment_id, entered.c.contact_id, literal(EventKind.ENTERED.value).label("kind")),
-            select(exited.c.segment_id, exited.c.contact_id, literal(EventKind.EXITED.value)),
-        ).subquery("changed")
-        ins = select(func.array_agg(entered.c.segment_id).label("s"), func.array_agg(entered.c.contact_id).label("c")).subquery()
-        outs = select(func.array_agg(exited.c.segment_id).label("s"), func.array_agg(exited.c.contact_id).label("c")).subquery()
-        in_order = _append_events_sql(workspace_id, changed, events, lambda c: [c.c.contact_id.collate("C"), c.c.segment_id])
-        return select(ins.c.s, ins.c.c, outs.c.s, outs.c.c).select_from(ins.join(outs, true())).add_cte(in_order)
-
-    # The callers hold the contacts' rows and share-lock the segments, so another writer of
-    # these memberships is rare: see _insert_optimistically.
-    in_segments, in_contacts, out_segments, out_contacts = _insert_optimistically(session, statement)
     return (
         list(zip(in_segments or (), in_contacts or (), strict=True)),
         list(zip(out_segments or (), out_contacts or (), strict=True)),

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from contact_segments.service.membership import compiled_segment, flip_candidates
 from contact_segments.storage import Segment, ensure_workspace, setwise, upsert_contacts
+from contact_segments.storage.queries import contact_views_where_query
 
 DAY = 86_400.0
 NOW = 1_780_000_000.0
@@ -19,12 +20,17 @@ def test_the_tick_window_query_uses_the_timestamp_index(session_factory) -> None
         _populate(session, contacts=20_000)
         session.execute(text("ANALYZE contacts"))
         created_recently = compiled_segment(_segment({">": [{"var": "created_at"}, {"-": [{"var": "now"}, 7 * DAY]}]}))
-        query = setwise.count_matching_query("ws", flip_candidates(created_recently, NOW, NOW + 60))
-        compiled = query.compile(session.get_bind(), compile_kwargs={"literal_binds": True})
-        plan = "\n".join(session.scalars(text(f"EXPLAIN {compiled}")))
-    # With real statistics the planner picks the range scan by itself; no enable_seqscan=off.
-    assert "ix_contacts_workspace_id_created_at" in plan, plan
-    assert "Seq Scan" not in plan, plan
+        window = flip_candidates(created_recently, NOW, NOW + 60)
+        queries = {
+            "the tick's read of the candidates": contact_views_where_query("ws", window, member_of=1),
+            "an incremental rebuild's count of them": setwise.count_matching_query("ws", window),
+        }
+        for what, query in queries.items():
+            compiled = query.compile(session.get_bind(), compile_kwargs={"literal_binds": True})
+            plan = "\n".join(session.scalars(text(f"EXPLAIN {compiled}")))
+            # With real statistics the planner picks the range scan by itself; no enable_seqscan=off.
+            assert "ix_contacts_workspace_id_created_at" in plan, (what, plan)
+            assert "Seq Scan" not in plan, (what, plan)
 
 
 def _segment(rule: dict) -> Segment:
