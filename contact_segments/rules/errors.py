@@ -10,6 +10,8 @@ from __future__ import annotations
 import reprlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import islice
+from typing import Any
 
 ROOT = "$"
 
@@ -23,9 +25,35 @@ class Diagnostic:
         return f"{self.path}: {self.message}"
 
 
-_CONTAINERS = reprlib.Repr()
-_CONTAINERS.maxlevel = 3  # a thousand nested lists are not walked (nor would repr() survive them)
-_CONTAINERS.maxstring = _CONTAINERS.maxother = 80
+_TOO_LONG = "an integer too long to print"
+
+
+class _Excerpt(reprlib.Repr):
+    """``repr`` of a container, cut short: 3 levels deep (a thousand nested lists are not walked,
+    nor would ``repr()`` survive them), a few items each, an object's first keys in its own order
+    (``reprlib`` would sort them all first)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxstring = self.maxother = 80
+
+    def repr_int(self, x: int, level: int) -> str:
+        try:
+            return super().repr_int(x, level)
+        except ValueError:  # more digits than Python will print
+            return f"<{_TOO_LONG}>"
+
+    def repr_dict(self, x: dict[Any, Any], level: int) -> str:
+        if not x:
+            return "{}"
+        if level <= 0:
+            return "{...}"
+        pieces = [f"{self.repr1(key, level - 1)}: {self.repr1(x[key], level - 1)}" for key in islice(x, self.maxdict)]
+        return "{" + ", ".join(pieces + ["..."] * (len(x) > self.maxdict)) + "}"
+
+
+_CONTAINERS = _Excerpt()
 
 
 def quote(value: object, limit: int = 80) -> str:
@@ -38,7 +66,7 @@ def quote(value: object, limit: int = 80) -> str:
     try:
         text = repr(value) if value is None or isinstance(value, str | int | float) else _CONTAINERS.repr(value)
     except ValueError:  # an integer with more digits than Python will print
-        text = "an integer too long to print"
+        text = _TOO_LONG
     return text if len(text) <= limit + 2 else text[: limit + 1] + "…"
 
 

@@ -11,7 +11,7 @@ the second:
   commits), re-evaluates only the segments whose rules read a changed field, and writes the
   membership diff and its events - all in one transaction.
 
-Pending fields accumulate across snapshots until an evaluation clears them, so coalescing a burst
+Pending fields accumulate across snapshots until an evaluation takes them, so coalescing a burst
 of changes into one evaluation of the newest snapshot loses nothing (see
 :mod:`contact_segments.storage.pending_changes`).
 """
@@ -191,9 +191,14 @@ def record_message(uow: UnitOfWork, workspace_id: str, contact_id: str, *, direc
 
 
 def delete_contact(uow: UnitOfWork, workspace_id: str, contact_id: str, *, now: float) -> Diff:
-    """Delete a contact: it exits every segment, with an event for each."""
+    """Delete a contact: it exits every segment, with an event for each.
+
+    Like an evaluation, it share-locks the workspace row first (:func:`evaluation_instant`), so
+    it never runs in the middle of a tick: a tick that read the contact before the deletion
+    committed could otherwise put it back into a segment after the deletion took it out.
+    """
     with uow:
-        get_workspace(uow, workspace_id)
+        now = evaluation_instant(uow, workspace_id, now)
         if not q.delete_contacts(uow.session, workspace_id, [contact_id], now=now):
             raise NotFound("contact", contact_id, workspace_id)
         diff = evaluate_contacts(uow.session, workspace_id, [contact_id], now=now, cause=EventCause.CONTACT_DELETED)

@@ -2,7 +2,8 @@
 
 Two ways to compute one thing, proven equal by the property tests:
 
-* :func:`evaluate_contacts` - the compiled Python predicate, for a batch of changed contacts;
+* :func:`evaluate_contacts` - the compiled Python predicate, for a batch of changed contacts
+  (the tick does the same for the contacts a time window catches, :mod:`.tick`);
 * :func:`rebuild_batch` - the compiled SQL condition, set-wise over the workspace's contacts
   (a batch of contact ids, or a chosen set: those a time window or a change stamp names).
 

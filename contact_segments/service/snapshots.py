@@ -187,7 +187,7 @@ def load_snapshot(document: Any) -> dict[str, Any]:
 # Almost every snapshot is plain (JSON types exactly, every value valid), and for those the
 # function below gives the same row in a fraction of that.  At the first thing it is not sure
 # of it gives up (None) and the schema decides, and says what is wrong.  A property test holds
-# the two to the same result (tests/unit/test_snapshots.py).
+# the two to the same result (tests/unit/test_fuzz.py, "the plain path").
 
 _NULLABLE_TEXT = frozenset(STRING_FIELDS)
 _TEXT_LISTS = frozenset(STRING_LIST_FIELDS)

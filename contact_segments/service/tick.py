@@ -6,9 +6,13 @@ comparisons of a timestamp with ``now ± N`` (:func:`~..rules.analysis.time_thre
 can change value between two instants only for contacts whose timestamp lies in a window of the
 same width, which an index range query finds.  Those contacts alone are read (each with its
 membership, looked up by key) and evaluated with the segment's compiled predicate, and the
-flips of every segment are written in one statement (:func:`apply_diff`), so a tick costs what
-the flips cost, not what the contacts cost.  A segment whose use of the clock has no such
-window, or a workspace's first tick, is reconciled set-wise over every contact instead.
+flips of every segment are written in one statement (:func:`apply_diff`, events in contact
+order, then segment), so a tick costs what the flips cost, not what the contacts cost.
+
+A window holding more than :data:`TICK_BATCH` contacts (a beat missed for days, a bulk import
+sharing one instant) is reconciled set-wise in SQL among those contacts instead, rather than
+read into Python; and a segment whose use of the clock has no such window, or a workspace's
+first tick, over every contact.
 
 The workspace's watermark (``last_tick_at``) moves in the tick's transaction, under the
 workspace row's lock: ticks of a workspace run one after another, and no evaluation of a
@@ -20,13 +24,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..storage import EventCause
+from ..storage import EventCause, setwise
 from ..storage import queries as q
 from .commands import DeliverEvents
 from .contacts import workspace_segments
 from .membership import Diff, apply_diff, compiled_segment, flip_candidates, rebuild_batch
 from .segments import get_workspace
 from .uow import UnitOfWork
+
+TICK_BATCH = 1000
+"""Most window contacts a tick evaluates in Python for one segment; beyond, it reconciles in SQL."""
 
 
 @dataclass(frozen=True)
@@ -60,9 +67,18 @@ def tick(uow: UnitOfWork, workspace_id: str, *, now: float) -> TickResult:
             if may_flip is None:  # no watermark yet, or no index window: reconcile everyone
                 diff.extend(rebuild_batch(uow.session, segment, after=None, upto=None, now=now, cause=EventCause.TIME_PASSED))
                 continue
+            caught = q.contact_views_where(uow.session, workspace_id, may_flip, member_of=segment.id, limit=TICK_BATCH + 1)
+            if len(caught) > TICK_BATCH:  # too many for Python: compare them in SQL
+                candidates += setwise.count_matching(uow.session, workspace_id, may_flip)
+                diff.extend(
+                    rebuild_batch(
+                        uow.session, segment, after=None, upto=None, among_contacts=may_flip, now=now, cause=EventCause.TIME_PASSED
+                    )
+                )
+                continue
+            candidates += len(caught)
             versions[segment.id] = segment.rule_version
-            for view, is_member in q.contact_views_where(uow.session, workspace_id, may_flip, member_of=segment.id):
-                candidates += 1
+            for view, is_member in caught:
                 if bool(compiled.predicate({**view, "now": now})) != is_member:
                     (to_exit if is_member else to_enter).append((segment.id, view["id"]))
         if to_enter or to_exit:

@@ -199,8 +199,8 @@ class ContactTombstone(Base):
     """A deleted contact's last stored version: a snapshot no newer than it, arriving after the
     deletion (a host's retry, a late message), is stale and does not bring the contact back.
 
-    No foreign key, like the outboxes' ``workspace_id`` (a key check on the workspace row would
-    make a deletion wait for a tick that waits for the deleted contact's row)."""
+    No foreign key, like the outboxes' ``workspace_id``: :func:`~.queries.delete_workspace_rows`
+    removes a deleted workspace's tombstones."""
 
     __tablename__ = "contact_tombstones"
 

@@ -254,12 +254,12 @@ def load_contact_views(session: Session, workspace_id: str, contact_ids: Iterabl
 
 
 def contact_views_where(
-    session: Session, workspace_id: str, condition: ColumnElement[bool], *, member_of: int
+    session: Session, workspace_id: str, condition: ColumnElement[bool], *, member_of: int, limit: int | None = None
 ) -> list[tuple[ContactView, bool]]:
     """The evaluation views of the workspace's contacts satisfying ``condition`` (a condition on
     ``contacts``, e.g. a tick's time window), each with whether it is a member of the segment
-    ``member_of``: one statement (:func:`contact_views_where_query`)."""
-    statement = contact_views_where_query(workspace_id, condition, member_of=member_of)
+    ``member_of``; at most ``limit`` of them.  One statement (:func:`contact_views_where_query`)."""
+    statement = contact_views_where_query(workspace_id, condition, member_of=member_of).limit(limit)
     return [
         (cast(ContactView, dict(zip(CONTACT_VIEW_FIELDS, row[:-1], strict=True))), row[-1])
         for row in session.execute(statement).tuples().all()

@@ -118,7 +118,9 @@ def _append_events_sql(
 
 
 def _stamped_versions(changed: Any, stamp: EventStamp) -> ColumnElement[int]:
-    """The rule version each row of ``changed`` names, from ``stamp`` (a ``CASE`` on its segment)."""
+    """The rule version each row of ``changed`` names, from ``stamp`` (a ``CASE`` on its segment):
+    for a statement built per call.  :func:`_diff_statement`, built once, takes the versions as
+    one JSONB parameter instead."""
     return case(
         *((changed.c.segment_id == segment_id, literal(version)) for segment_id, version in stamp.rule_versions.items()),
         else_=null(),
@@ -470,11 +472,10 @@ def _write_diff_postgresql(
     events: EventStamp,
 ) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
     parameters = _diff_parameters(workspace_id, adding, removing, since=since, events=events)
-    # The callers hold the contacts and share-lock the segments, so another writer of these
-    # memberships is rare: see _insert_optimistically.
-    in_segments, in_contacts, out_segments, out_contacts = _insert_optimistically(
-        session, lambda on_conflict: _diff_statement(on_conflict), parameters
-    )
+    # The callers (evaluations, deletions, ticks) exclude one another per contact and
+    # share-lock the segments, so another writer of these memberships is rare: see
+    # _insert_optimistically.
+    in_segments, in_contacts, out_segments, out_contacts = _insert_optimistically(session, _diff_statement, parameters)
     return (
         list(zip(in_segments or (), in_contacts or (), strict=True)),
         list(zip(out_segments or (), out_contacts or (), strict=True)),

@@ -444,7 +444,7 @@ def classify(query: str) -> str | None:
         return "rebuild"
     if "from segments" in sql and "for update" in sql and "for share" not in sql:
         return "rebuild"  # a rebuild batch locking its segment
-    if "pending_changes" in sql:
+    if "with taken as materialized" in sql:  # pending_changes.take
         return "evaluation"
     return None
 

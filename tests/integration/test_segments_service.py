@@ -46,6 +46,7 @@ from contact_segments.service import (
     iter_members,
     list_segments,
     rebuild_segment,
+    record_message,
     rename_segment,
     save_as_new,
     seed_defaults,
@@ -56,6 +57,7 @@ from contact_segments.service import (
 from contact_segments.service import membership as membership_module
 from contact_segments.service.defaults import DefaultRegistry, DefaultSegment, default_registry
 from contact_segments.storage import (
+    TRACKED_FIELDS,
     Contact,
     DefaultRegistryEntry,
     Membership,
@@ -805,7 +807,7 @@ def test_deleting_a_segment_while_a_contact_is_evaluated_does_not_deadlock(
 
     race.start()
     race.run(lambda: delete_segment(UnitOfWork(race.factory), ws, segment.id, now=NOW))
-    race.waiting_on_locks()
+    assert race.waiting_on_locks() == 1  # the delete waits for the evaluation
     race.finish()
     with race.factory() as session:
         assert session.get(Segment, segment.id) is None
@@ -835,6 +837,45 @@ def test_a_snapshot_stored_during_its_contacts_evaluation_waits_and_is_evaluated
     assert [(e.kind, e.contact_id) for e in events(race.factory, segment_id=malaysia)] == [("entered", "c1"), ("exited", "c1")]
     with race.factory() as session:
         assert session.scalar(select(func.count()).where(Membership.segment_id == malaysia)) == 0
+
+
+@POSTGRESQL_ONLY
+def test_a_message_recorded_during_its_contacts_evaluation_waits_for_it(paused_evaluation: PausedEvaluation, ws: str) -> None:
+    race = paused_evaluation
+    upsert_contacts(UnitOfWork(race.factory), ws, [snapshot("c1", 1, country="MY")], now=NOW)
+    race.start()
+    race.run(lambda: record_message(UnitOfWork(race.factory), ws, "c1", direction="incoming", at=NOW))
+    assert race.waiting_on_locks() == 1
+    race.finish()
+    with race.factory() as session:
+        mask = session.scalar(select(PendingChange.mask).where(PendingChange.contact_id == "c1"))
+    assert mask == 1 << TRACKED_FIELDS.index("last_incoming_message_at")  # marked after the evaluation
+
+
+@POSTGRESQL_ONLY
+def test_a_snapshot_changing_no_field_does_not_wait_for_an_evaluation(paused_evaluation: PausedEvaluation, ws: str) -> None:
+    """Nothing to mark pending, so nothing to wait for: the evaluation's result holds for it too."""
+    race = paused_evaluation
+    upsert_contacts(UnitOfWork(race.factory), ws, [snapshot("c1", 1, country="MY")], now=NOW)
+    race.start()
+    assert upsert_contacts(UnitOfWork(race.factory), ws, [snapshot("c1", 2, country="MY")], now=NOW) == ["c1"]
+    race.finish()
+
+
+@POSTGRESQL_ONLY
+def test_deleting_a_contact_waits_for_a_tick(paused_evaluation: PausedEvaluation, ws: str) -> None:
+    """A tick locks the workspace row; a deletion share-locks it first, as an evaluation does, so
+    it cannot commit between the tick's read of the contact and the tick's write."""
+    race = paused_evaluation
+    upsert_contacts(UnitOfWork(race.factory), ws, [snapshot("c1", 1, country="MY")], now=NOW)
+    with race.engine.connect() as ticking:
+        ticking.execute(select(Workspace.id).where(Workspace.id == ws).with_for_update())  # as open_tick_window
+        race.run(lambda: delete_contact(UnitOfWork(race.factory), ws, "c1", now=NOW))
+        assert race.waiting_on_locks() == 1
+        ticking.rollback()
+    race.finish()
+    with race.factory() as session:
+        assert session.get(Contact, (ws, "c1")) is None
 
 
 @POSTGRESQL_ONLY
