@@ -226,6 +226,22 @@ def _compared(
     return compared.cte("compared")
 
 
+def _entered(rows: Any, *, on_conflict: bool) -> Any:
+    """PostgreSQL: the CTE ``entered``, ``INSERT INTO memberships (segment_id, contact_id,
+    workspace_id, since) <rows> RETURNING segment_id, contact_id``; ``on_conflict`` adds ``ON
+    CONFLICT DO NOTHING`` (see :func:`_insert_optimistically`)."""
+    member = _memberships.c
+    names = ["segment_id", "contact_id", "workspace_id", "since"]
+    adding: Any = insert(_memberships).from_select(names, rows)
+    if on_conflict:
+        adding = (
+            postgresql.insert(_memberships)
+            .from_select(names, rows)
+            .on_conflict_do_nothing(index_elements=[member.segment_id, member.contact_id])
+        )
+    return adding.returning(member.segment_id, member.contact_id).cte("entered")
+
+
 def _insert_optimistically(
     session: Session, statement: Callable[[bool], Any], parameters: Mapping[str, Any] | None = None
 ) -> Any:
@@ -303,18 +319,10 @@ def _reconcile_postgresql(
     )
 
     def statement(on_conflict: bool) -> Any:
-        names = ["segment_id", "contact_id", "workspace_id", "since"]
         rows = select(literal(segment_id), diff.c.matching, literal(workspace_id), literal(since)).where(
             diff.c.member.is_(None)
         )
-        adding: Any = insert(_memberships).from_select(names, rows)
-        if on_conflict:
-            adding = (
-                postgresql.insert(_memberships)
-                .from_select(names, rows)
-                .on_conflict_do_nothing(index_elements=[member.segment_id, member.contact_id])
-            )
-        entered = adding.returning(member.segment_id, member.contact_id).cte("entered")
+        entered = _entered(rows, on_conflict=on_conflict)
         result = select(  # two arrays in one row: no per-row objects for a first build's many entries
             select(func.array_agg(entered.c.contact_id)).scalar_subquery(),
             select(func.array_agg(removal.c.contact_id)).scalar_subquery(),
@@ -379,9 +387,13 @@ def write_membership_diff(
         chunk = by_contact[start:end]
         adding = sorted((s, c) for c, s, entering in chunk if entering)  # one lock order for all callers
         removing = sorted((s, c) for c, s, entering in chunk if not entering)
-        added, removed = _write_diff_postgresql(session, workspace_id, adding, removing, since=since, events=events)
-        entered += added
-        exited += removed
+        parameters = _diff_parameters(workspace_id, adding, removing, since=since, events=events)
+        # The callers (evaluations, deletions, ticks) exclude one another per contact and
+        # share-lock the segments, so another writer of these memberships is rare: see
+        # _insert_optimistically.
+        in_segments, in_contacts, out_segments, out_contacts = _insert_optimistically(session, _diff_statement, parameters)
+        entered += zip(in_segments or (), in_contacts or (), strict=True)
+        exited += zip(out_segments or (), out_contacts or (), strict=True)
         start = end
     return sorted(entered), sorted(exited)
 
@@ -434,16 +446,8 @@ def _diff_statement(on_conflict: bool) -> Any:
         .returning(member.segment_id, member.contact_id)
         .cte("exited")
     )
-    names = ["segment_id", "contact_id", "workspace_id", "since"]
     rows = select(given_in.c.segment_id, given_in.c.contact_id, workspace_id, bindparam("since", type_=Double))
-    adding: Any = insert(_memberships).from_select(names, rows)
-    if on_conflict:
-        adding = (
-            postgresql.insert(_memberships)
-            .from_select(names, rows)
-            .on_conflict_do_nothing(index_elements=[member.segment_id, member.contact_id])
-        )
-    entered = adding.returning(member.segment_id, member.contact_id).cte("entered")
+    entered = _entered(rows, on_conflict=on_conflict)
     changed = union_all(
         select(entered.c.segment_id, entered.c.contact_id, literal(EventKind.ENTERED.value).label("kind")),
         select(exited.c.segment_id, exited.c.contact_id, literal(EventKind.EXITED.value)),
@@ -460,26 +464,6 @@ def _diff_statement(on_conflict: bool) -> Any:
     ins = select(func.array_agg(entered.c.segment_id).label("s"), func.array_agg(entered.c.contact_id).label("c")).subquery()
     outs = select(func.array_agg(exited.c.segment_id).label("s"), func.array_agg(exited.c.contact_id).label("c")).subquery()
     return select(ins.c.s, ins.c.c, outs.c.s, outs.c.c).select_from(ins.join(outs, true())).add_cte(in_order)
-
-
-def _write_diff_postgresql(
-    session: Session,
-    workspace_id: str,
-    adding: Sequence[tuple[int, str]],
-    removing: Sequence[tuple[int, str]],
-    *,
-    since: float,
-    events: EventStamp,
-) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
-    parameters = _diff_parameters(workspace_id, adding, removing, since=since, events=events)
-    # The callers (evaluations, deletions, ticks) exclude one another per contact and
-    # share-lock the segments, so another writer of these memberships is rare: see
-    # _insert_optimistically.
-    in_segments, in_contacts, out_segments, out_contacts = _insert_optimistically(session, _diff_statement, parameters)
-    return (
-        list(zip(in_segments or (), in_contacts or (), strict=True)),
-        list(zip(out_segments or (), out_contacts or (), strict=True)),
-    )
 
 
 def membership_differences(
