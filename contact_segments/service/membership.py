@@ -114,12 +114,15 @@ def apply_diff(
     versions: Mapping[int, int],
     cause: EventCause,
     now: float,
+    exclusive: bool = False,
 ) -> Diff:
     """Write memberships and one event per pair that really changed, in the caller's transaction
-    (events in contact id order, then segment id; see :func:`setwise.write_membership_diff`)."""
+    (events in contact id order, then segment id; see :func:`setwise.write_membership_diff`,
+    also for ``exclusive``)."""
     entered, exited = setwise.write_membership_diff(
-        session, workspace_id, to_enter, to_exit, since=now, events=setwise.EventStamp(cause.value, now, versions)
-    )
+        session, workspace_id, to_enter, to_exit, since=now, events=setwise.EventStamp(cause.value, now, versions),
+        exclusive=exclusive,
+    )  # fmt: skip
     return Diff(entered, exited)
 
 

@@ -4,36 +4,33 @@
 contact changing.  For each segment whose rule reads ``now``, the rules layer lists its
 comparisons of a timestamp with ``now ± N`` (:func:`~..rules.analysis.time_thresholds`); each
 can change value between two instants only for contacts whose timestamp lies in a window of the
-same width, which an index range query finds.  Those contacts alone are read (each with its
-membership, looked up by key) and evaluated with the segment's compiled predicate, and the
-flips of every segment are written in one statement (:func:`apply_diff`, events in contact
-order, then segment), so a tick costs what the flips cost, not what the contacts cost.
+same width, which an index range query finds.  Those contacts alone are compared with the
+segment's rule in SQL, each membership looked up by key, and the flips of every segment are
+written with their events, all in one statement (:func:`~..storage.setwise.reconcile_windows`
+on PostgreSQL), so a tick costs what the flips cost, not what the contacts cost.  A window of
+any width works the same way: a beat missed for days is caught up by one wider range.
 
-A window holding more than :data:`TICK_BATCH` contacts (a beat missed for days, a bulk import
-sharing one instant) is reconciled set-wise in SQL among those contacts instead, rather than
-read into Python; and a segment whose use of the clock has no such window, or a workspace's
-first tick, over every contact.
+A segment whose use of the clock has no such window, and every time-relative segment at a
+workspace's first tick, is reconciled over every contact instead.
 
 The workspace's watermark (``last_tick_at``) moves in the tick's transaction, under the
-workspace row's lock: ticks of a workspace run one after another, and no evaluation of a
-contact runs meanwhile (:func:`.segments.evaluation_instant` share-locks the row); a missed
-beat is caught up by the next tick's wider window, and no window is covered twice.
+workspace row's lock: ticks of a workspace run one after another, and no evaluation or deletion
+of a contact runs meanwhile (:func:`.segments.evaluation_instant` share-locks the row); a
+missed beat is caught up by the next tick's wider window, and no window is covered twice.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..storage import EventCause, setwise
+from ..rules import rule_to_sql
+from ..storage import EventCause, contact_view_columns, setwise
 from ..storage import queries as q
 from .commands import DeliverEvents
 from .contacts import workspace_segments
 from .membership import Diff, apply_diff, compiled_segment, flip_candidates, rebuild_batch
 from .segments import get_workspace
 from .uow import UnitOfWork
-
-TICK_BATCH = 1000
-"""Most window contacts a tick evaluates in Python for one segment; beyond, it reconciles in SQL."""
 
 
 @dataclass(frozen=True)
@@ -55,9 +52,7 @@ def tick(uow: UnitOfWork, workspace_id: str, *, now: float) -> TickResult:
             get_workspace(uow, workspace_id)  # an unknown workspace is an error, not "nothing to do"
             return TickResult(workspace_id, None, now, 0, 0, 0, skipped=True)
         diff = Diff()
-        candidates = 0
-        to_enter: list[tuple[int, str]] = []
-        to_exit: list[tuple[int, str]] = []
+        windows: list[setwise.Window] = []
         versions: dict[int, int] = {}
         for segment in workspace_segments(uow.session, workspace_id):
             compiled = compiled_segment(segment)  # cached per rule version
@@ -67,26 +62,18 @@ def tick(uow: UnitOfWork, workspace_id: str, *, now: float) -> TickResult:
             if may_flip is None:  # no watermark yet, or no index window: reconcile everyone
                 diff.extend(rebuild_batch(uow.session, segment, after=None, upto=None, now=now, cause=EventCause.TIME_PASSED))
                 continue
-            caught = q.contact_views_where(uow.session, workspace_id, may_flip, member_of=segment.id, limit=TICK_BATCH + 1)
-            if len(caught) > TICK_BATCH:  # too many for Python: compare them in SQL
-                candidates += setwise.count_matching(uow.session, workspace_id, may_flip)
-                diff.extend(
-                    rebuild_batch(
-                        uow.session, segment, after=None, upto=None, among_contacts=may_flip, now=now, cause=EventCause.TIME_PASSED
-                    )
-                )
-                continue
-            candidates += len(caught)
+            condition = rule_to_sql(segment.rule, contact_view_columns(), now=now)
+            windows.append(setwise.Window(segment.id, condition, among=may_flip))
             versions[segment.id] = segment.rule_version
-            for view, is_member in caught:
-                if bool(compiled.predicate({**view, "now": now})) != is_member:
-                    (to_exit if is_member else to_enter).append((segment.id, view["id"]))
+        candidates, to_enter, to_exit = setwise.window_flips(uow.session, workspace_id, windows)
         if to_enter or to_exit:
+            # Alone: this transaction holds the workspace row and share-locks the segments.
             diff.extend(
                 apply_diff(
-                    uow.session, workspace_id, to_enter, to_exit, versions=versions, cause=EventCause.TIME_PASSED, now=now
+                    uow.session, workspace_id, to_enter, to_exit, versions=versions, cause=EventCause.TIME_PASSED,
+                    now=now, exclusive=True,
                 )
-            )
+            )  # fmt: skip
         if diff:
             uow.add_command(DeliverEvents(workspace_id))
         uow.commit()

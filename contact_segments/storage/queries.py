@@ -20,7 +20,6 @@ from sqlalchemy import (
     ColumnElement,
     Executable,
     Result,
-    Select,
     Table,
     TableValuedAlias,
     any_,
@@ -251,26 +250,6 @@ def load_contact_views(session: Session, workspace_id: str, contact_ids: Iterabl
         rows = session.execute(statement).tuples().all()  # fetched at once: row by row costs twice as much
         views.update((row[0], cast(ContactView, dict(zip(CONTACT_VIEW_FIELDS, row, strict=True)))) for row in rows)
     return views
-
-
-def contact_views_where(
-    session: Session, workspace_id: str, condition: ColumnElement[bool], *, member_of: int, limit: int | None = None
-) -> list[tuple[ContactView, bool]]:
-    """The evaluation views of the workspace's contacts satisfying ``condition`` (a condition on
-    ``contacts``, e.g. a tick's time window), each with whether it is a member of the segment
-    ``member_of``; at most ``limit`` of them.  One statement (:func:`contact_views_where_query`)."""
-    statement = contact_views_where_query(workspace_id, condition, member_of=member_of).limit(limit)
-    return [
-        (cast(ContactView, dict(zip(CONTACT_VIEW_FIELDS, row[:-1], strict=True))), row[-1])
-        for row in session.execute(statement).tuples().all()
-    ]
-
-
-def contact_views_where_query(workspace_id: str, condition: ColumnElement[bool], *, member_of: int) -> Select[Any]:
-    """``SELECT <view fields>, EXISTS (<membership by key>) FROM contacts WHERE ... AND condition``."""
-    columns = [_contacts.c[name] for name in CONTACT_VIEW_FIELDS]
-    is_member = exists().where(_memberships.c.segment_id == member_of, _memberships.c.contact_id == _contacts.c.id)
-    return select(*columns, is_member).where(_contacts.c.workspace_id == workspace_id, condition)
 
 
 def contact_versions(session: Session, workspace_id: str, contact_ids: Iterable[str]) -> dict[str, int]:

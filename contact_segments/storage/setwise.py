@@ -206,7 +206,13 @@ def reconcile_memberships(
 
 
 def _compared(
-    session: Session, segment_id: int, workspace_id: str, condition: ColumnElement[bool], among: list[ColumnElement[bool]]
+    session: Session,
+    segment_id: int,
+    workspace_id: str,
+    condition: ColumnElement[bool],
+    among: list[ColumnElement[bool]],
+    *,
+    name: str = "compared",
 ) -> Any:
     """A CTE of the contacts satisfying ``among``: ``id``, whether each ``matches`` the
     condition (null counting as false, as in a ``WHERE``) and whether it ``is_member``.
@@ -222,8 +228,8 @@ def _compared(
         contact.id.label("id"), func.coalesce(condition, false()).label("matches"), is_member.label("is_member")
     ).where(contact.workspace_id == workspace_id, *among)
     if session.get_bind().dialect.name == "postgresql":
-        return compared.cte("compared").prefix_with("MATERIALIZED")
-    return compared.cte("compared")
+        return compared.cte(name).prefix_with("MATERIALIZED")
+    return compared.cte(name)
 
 
 def _entered(rows: Any, *, on_conflict: bool) -> Any:
@@ -360,6 +366,7 @@ def write_membership_diff(
     *,
     since: float,
     events: EventStamp,
+    exclusive: bool = False,
 ) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
     """Add the ``to_enter`` memberships and remove the ``to_exit`` ones, with one event per pair
     that really changed, in contact id order (then segment id); return the ``(segment_id,
@@ -369,6 +376,12 @@ def write_membership_diff(
     :func:`queries.append_events`.  On PostgreSQL it is one statement per chunk of pairs (whole
     contacts, in contact id order, so events stay in order across chunks), which builds the
     events from the ``RETURNING`` rows itself.
+
+    ``exclusive`` says the caller holds off every other writer of these memberships (a tick
+    holds its workspace row, which evaluations and deletions share-lock, and share-locks the
+    segments, which rebuilds and edits lock): the insert then runs without the savepoint of
+    :func:`_insert_optimistically`, and were the protocol ever broken, the unique key would fail
+    the whole transaction.
     """
     enter, leave = set(to_enter), set(to_exit)
     if session.get_bind().dialect.name != "postgresql":
@@ -391,7 +404,10 @@ def write_membership_diff(
         # The callers (evaluations, deletions, ticks) exclude one another per contact and
         # share-lock the segments, so another writer of these memberships is rare: see
         # _insert_optimistically.
-        in_segments, in_contacts, out_segments, out_contacts = _insert_optimistically(session, _diff_statement, parameters)
+        if exclusive:
+            in_segments, in_contacts, out_segments, out_contacts = session.execute(_diff_statement(False), parameters).one()
+        else:
+            in_segments, in_contacts, out_segments, out_contacts = _insert_optimistically(session, _diff_statement, parameters)
         entered += zip(in_segments or (), in_contacts or (), strict=True)
         exited += zip(out_segments or (), out_contacts or (), strict=True)
         start = end
@@ -464,6 +480,51 @@ def _diff_statement(on_conflict: bool) -> Any:
     ins = select(func.array_agg(entered.c.segment_id).label("s"), func.array_agg(entered.c.contact_id).label("c")).subquery()
     outs = select(func.array_agg(exited.c.segment_id).label("s"), func.array_agg(exited.c.contact_id).label("c")).subquery()
     return select(ins.c.s, ins.c.c, outs.c.s, outs.c.c).select_from(ins.join(outs, true())).add_cte(in_order)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A segment whose memberships may be out of date among some contacts (a tick's work)."""
+
+    segment_id: int
+    condition: ColumnElement[bool]
+    """The segment's rule as SQL, at the instant the memberships must be right for."""
+    among: ColumnElement[bool]
+    """The contacts to compare: a condition on ``contacts`` (index ranges of a timestamp)."""
+
+
+def window_flips(
+    session: Session, workspace_id: str, windows: Sequence[Window]
+) -> tuple[int, list[tuple[int, str]], list[tuple[int, str]]]:
+    """How many contacts the windows hold (a contact counts once per window), and the
+    ``(segment_id, contact_id)`` pairs whose membership disagrees with the condition: those
+    to enter, and those to exit, each sorted.  Read-only: one statement for all the windows,
+    each window's contacts read by index range, each membership looked up by key
+    (:func:`_compared`)."""
+    if not windows:
+        return 0, [], []
+    compared = [
+        _compared(session, w.segment_id, workspace_id, w.condition, [w.among], name=f"compared_{n}")
+        for n, w in enumerate(windows)
+    ]
+    flips = union_all(
+        *(
+            select(literal(w.segment_id).label("segment_id"), c.c.id.label("contact_id"), c.c.matches.label("entering"))
+            .where(c.c.matches != c.c.is_member)
+            for w, c in zip(windows, compared, strict=True)
+        )
+    ).subquery("flips")
+    counts = [select(func.count()).select_from(c).scalar_subquery() for c in compared]
+    total = select(sum(counts[1:], counts[0]).label("candidates")).subquery("total")
+    # The count on every row, and one row (of nulls besides it) when nothing flips.
+    rows = session.execute(
+        select(total.c.candidates, flips.c.segment_id, flips.c.contact_id, flips.c.entering).select_from(
+            total.outerjoin(flips, true())
+        )
+    ).all()
+    enter = sorted((segment_id, contact_id) for _, segment_id, contact_id, entering in rows if entering)
+    leave = sorted((segment_id, contact_id) for _, segment_id, contact_id, entering in rows if entering is False)
+    return rows[0].candidates, enter, leave
 
 
 def membership_differences(
