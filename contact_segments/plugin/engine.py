@@ -66,9 +66,11 @@ class SegmentsEngine:
 
         self.pluginmanager.hook.segments_membership_changed(events=event_payloads(events))
 
-    def _notify(self, workspace_id: str, segment: dict[str, Any], change: str) -> None:
+    def _notify(self, workspace_id: str, segment: dict[str, Any], change: str, change_id: str) -> None:
         assert self.pluginmanager is not None
-        self.pluginmanager.hook.segments_segment_changed(workspace_id=workspace_id, segment=segment, change=change)
+        self.pluginmanager.hook.segments_segment_changed(
+            workspace_id=workspace_id, segment=segment, change=change, change_id=change_id
+        )
 
     # -- host -> engine ----------------------------------------------------------------------
 

@@ -92,11 +92,13 @@ def segments_membership_changed(events: list[dict[str, Any]]) -> None:
 
 
 @hookspec
-def segments_segment_changed(workspace_id: str, segment: dict[str, Any], change: str) -> None:
+def segments_segment_changed(workspace_id: str, segment: dict[str, Any], change: str, change_id: str) -> None:
     """A segment was ``created``, ``renamed``, ``edited`` or ``deleted``.
 
     ``segment`` has at least ``id``, ``name`` and ``rule_version`` (as they were after the
     change).  Notifications come from an outbox, in order, at least once: if an implementation
-    raises, it and those after it are delivered again later.  A segment's notifications reach
-    the host before membership events written after them (its "created" before its "built").
+    raises, it and those after it are delivered again later, each with the same ``change_id``
+    (unique per notification: drop ids you have seen; an implementation that does not need it
+    may leave the argument out).  A segment's notifications reach the host before membership
+    events written after them (its "created" before its "built").
     """

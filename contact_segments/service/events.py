@@ -66,9 +66,9 @@ def list_events(uow: UnitOfWork, workspace_id: str, *, after_event_id: str | Non
 
 
 Deliver = Callable[[list[EventView]], None]
-Notify = Callable[[str, dict[str, object], str], None]
+Notify = Callable[[str, dict[str, object], str, str], None]
 """Tells the host of one segment change: (workspace id, the segment's id, name and rule
-version, the change)."""
+version, the change, the notification's unique id)."""
 
 
 class DeliveryFailed(Exception):
@@ -104,7 +104,8 @@ def deliver_events(
 
 def _notify_each(notify: Notify, workspace_id: str, changes: Sequence[SegmentChange]) -> None:
     for change in changes:
-        notify(workspace_id, {"id": change.segment_id, "name": change.name, "rule_version": change.rule_version}, change.change)
+        segment = {"id": change.segment_id, "name": change.name, "rule_version": change.rule_version}
+        notify(workspace_id, segment, change.change, change.change_id)
 
 
 def _drain(

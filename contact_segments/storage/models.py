@@ -325,6 +325,8 @@ class SegmentChange(Base):
     )
 
     seq: Mapped[int] = mapped_column(AutoIncrementBigInteger, primary_key=True)
+    change_id: Mapped[str] = mapped_column(Text, unique=True, default=lambda: str(uuid.uuid4()))
+    """Unique, for the host to drop a notification delivered again."""
     workspace_id: Mapped[str] = mapped_column(Text)
     segment_id: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(Text)

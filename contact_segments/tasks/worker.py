@@ -78,6 +78,8 @@ class WorkerRuntime:
         self._fresh()
         self.hooks.hook.segments_membership_changed(events=event_payloads(events))
 
-    def notify(self, workspace_id: str, segment: dict[str, Any], change: str) -> None:
+    def notify(self, workspace_id: str, segment: dict[str, Any], change: str, change_id: str) -> None:
         self._fresh()
-        self.hooks.hook.segments_segment_changed(workspace_id=workspace_id, segment=segment, change=change)
+        self.hooks.hook.segments_segment_changed(
+            workspace_id=workspace_id, segment=segment, change=change, change_id=change_id
+        )

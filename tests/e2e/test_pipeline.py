@@ -95,6 +95,7 @@ def test_a_tagged_contact_enters_then_exits(pipeline: Pipeline) -> None:
 
     changes = [r for r in pipeline.host.records() if r["type"] == "segment_changed"]
     assert {"created"} <= {c["change"] for c in changes}
+    assert all(c["change_id"] for c in changes)  # the worker passes the notification's id on
     entered = next(e for e in pipeline.host.events() if e["contact_id"] == "c1" and e["kind"] == "entered")
     assert entered["cause"] == "contact_changed" and entered["workspace_id"] == "ws"
 

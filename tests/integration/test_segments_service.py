@@ -499,8 +499,8 @@ def test_segment_notifications_reach_the_host_once_in_order_even_after_it_failed
     uow: UnitOfWork, session_factory: sessionmaker[Session], ws: str
 ) -> None:
     """Segment changes are an outbox like membership events: written with the change,
-    delivered in order, again (the same ones) after the host raised, and a deleted segment's
-    notification outlives the segment.  They go before the events of the same delivery, so a
+    delivered in order, again (the same ones, with the same unique ids) after the host raised,
+    and a deleted segment's notification outlives the segment.  They go before the events of the same delivery, so a
     segment's "created" reaches the host before its "built"."""
     deliver_events(uow, ws, lambda batch: None, notify=lambda *change: None, now=NOW)  # the defaults'
     segment = create_segment(uow, ws, name="VIP", rule=RuleInput(rule=VIP), now=NOW)
@@ -522,10 +522,13 @@ def test_segment_notifications_reach_the_host_once_in_order_even_after_it_failed
 
     with pytest.raises(DeliveryFailed):
         deliver_events(uow, ws, None, notify=failing, now=NOW)
-    assert told == expected[:2]
+    assert [c[:3] for c in told] == expected[:2]
+    first_ids = [c[3] for c in told]
     told.clear()
     deliver_events(uow, ws, None, notify=lambda *c: told.append(c), now=NOW)
-    assert told == expected  # the first two again: at least once
+    assert [c[:3] for c in told] == expected  # the first two again: at least once
+    ids = [c[3] for c in told]
+    assert ids[:2] == first_ids and len(set(ids)) == 4 and all(isinstance(i, str) and i for i in ids)
     told.clear()
     deliver_events(uow, ws, None, notify=lambda *c: told.append(c), now=NOW)
     assert told == []

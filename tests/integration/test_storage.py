@@ -183,6 +183,27 @@ def test_migrations_upgrade_downgrade_and_upgrade_again(blank_db_url: str) -> No
     engine.dispose()
 
 
+def test_the_change_id_migration_gives_notifications_already_queued_an_id_each(blank_db_url: str) -> None:
+    engine = make_engine(blank_db_url)
+    with engine.connect() as connection:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0006")
+        connection.commit()
+    queued = "INSERT INTO segment_changes (workspace_id, segment_id, name, rule_version, change, occurred_at) VALUES "
+    with engine.begin() as connection:
+        connection.execute(text(queued + "('ws', 1, 'VIP', 1, 'created', 0), ('ws', 1, 'VIP', 2, 'edited', 1)"))
+    migrate(engine)
+    with engine.connect() as connection:
+        ids = connection.execute(text("SELECT change_id FROM segment_changes ORDER BY seq")).scalars().all()
+    assert len(ids) == 2 and len(set(ids)) == 2 and all(ids)
+    with pytest.raises(IntegrityError), engine.begin() as connection:  # unique
+        connection.execute(text(queued.replace("(workspace_id", "(change_id, workspace_id") + "(:id, 'ws', 1, 'VIP', 3, 'renamed', 2)"), {"id": ids[0]})
+    with pytest.raises(IntegrityError), engine.begin() as connection:  # and never missing
+        connection.execute(text(queued + "('ws', 1, 'VIP', 3, 'renamed', 2)"))
+    engine.dispose()
+
+
 def test_migrated_schema_matches_the_models(engine: Engine) -> None:
     """Autogenerate finds nothing to do: models and migrations describe the same schema."""
     with engine.connect() as connection:

@@ -59,9 +59,17 @@ class ReferenceHost:
                 self._append({"type": "event", **event})
 
     @hookimpl
-    def segments_segment_changed(self, workspace_id: str, segment: dict[str, Any], change: str) -> None:
+    def segments_segment_changed(self, workspace_id: str, segment: dict[str, Any], change: str, change_id: str) -> None:
         with self._locked():
-            self._append({"type": "segment_changed", "workspace_id": workspace_id, "segment": segment, "change": change})
+            self._append(
+                {
+                    "type": "segment_changed",
+                    "workspace_id": workspace_id,
+                    "segment": segment,
+                    "change": change,
+                    "change_id": change_id,
+                }
+            )
 
     # -- reading the journal ------------------------------------------------------------------
 
