@@ -31,6 +31,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     tuple_,
     union,
@@ -145,6 +146,17 @@ def open_tick_window(session: Session, workspace_id: str, now: float) -> TickWin
     """
     # Core statements on the table: the ORM's bulk UPDATE path costs a millisecond a call.
     row = _workspaces.c
+    if session.get_bind().dialect.name == "postgresql":
+        # One statement: ``UPDATE ... FROM (SELECT ... FOR UPDATE) before ... RETURNING`` the
+        # watermark as it was.  A tick that waited for another reads the watermark it moved.
+        before = select(row.id, row.last_tick_at).where(row.id == workspace_id).with_for_update().subquery("before")
+        moved = session.execute(
+            update(_workspaces)
+            .where(row.id == before.c.id, or_(before.c.last_tick_at.is_(None), before.c.last_tick_at < now))
+            .values(last_tick_at=now)
+            .returning(before.c.last_tick_at)
+        ).first()
+        return None if moved is None else TickWindow(start=moved.last_tick_at, end=now)
     watermark = session.execute(select(row.last_tick_at).where(row.id == workspace_id).with_for_update()).first()
     if watermark is None or (watermark.last_tick_at is not None and watermark.last_tick_at >= now):
         return None

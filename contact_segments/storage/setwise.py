@@ -206,30 +206,31 @@ def reconcile_memberships(
 
 
 def _compared(
-    session: Session,
-    segment_id: int,
-    workspace_id: str,
-    condition: ColumnElement[bool],
-    among: list[ColumnElement[bool]],
-    *,
-    name: str = "compared",
+    session: Session, segment_id: int, workspace_id: str, condition: ColumnElement[bool], among: list[ColumnElement[bool]]
 ) -> Any:
-    """A CTE of the contacts satisfying ``among``: ``id``, whether each ``matches`` the
-    condition (null counting as false, as in a ``WHERE``) and whether it ``is_member``.
+    """A CTE of :func:`_comparison`; on PostgreSQL ``MATERIALIZED``, so each lookup runs once."""
+    compared = _comparison(segment_id, workspace_id, condition, among)
+    if session.get_bind().dialect.name == "postgresql":
+        return compared.cte("compared").prefix_with("MATERIALIZED")
+    return compared.cte("compared")
+
+
+def _comparison(
+    segment_id: int, workspace_id: str, condition: ColumnElement[bool], among: list[ColumnElement[bool]]
+) -> Select[Any]:
+    """The contacts satisfying ``among``: ``id``, whether each ``matches`` the condition (null
+    counting as false, as in a ``WHERE``) and whether it ``is_member`` of the segment.
 
     Membership is a correlated ``EXISTS``, so each contact is looked up by key: joined, the
     planner may hash all of a segment's members (hundreds of thousands) for ten thousand
-    contacts.  On PostgreSQL the CTE is ``MATERIALIZED``, so each lookup runs once.
+    contacts.
     """
     member = _memberships.c
     contact = _contacts.c
     is_member = exists().where(member.segment_id == segment_id, member.contact_id == contact.id)
-    compared = select(
+    return select(
         contact.id.label("id"), func.coalesce(condition, false()).label("matches"), is_member.label("is_member")
     ).where(contact.workspace_id == workspace_id, *among)
-    if session.get_bind().dialect.name == "postgresql":
-        return compared.cte(name).prefix_with("MATERIALIZED")
-    return compared.cte(name)
 
 
 def _entered(rows: Any, *, on_conflict: bool) -> Any:
@@ -500,31 +501,19 @@ def window_flips(
     ``(segment_id, contact_id)`` pairs whose membership disagrees with the condition: those
     to enter, and those to exit, each sorted.  Read-only: one statement for all the windows,
     each window's contacts read by index range, each membership looked up by key
-    (:func:`_compared`)."""
+    (:func:`_comparison`); a row per contact and window, three narrow columns."""
     if not windows:
         return 0, [], []
-    compared = [
-        _compared(session, w.segment_id, workspace_id, w.condition, [w.among], name=f"compared_{n}")
-        for n, w in enumerate(windows)
-    ]
-    flips = union_all(
+    compared = union_all(
         *(
-            select(literal(w.segment_id).label("segment_id"), c.c.id.label("contact_id"), c.c.matches.label("entering"))
-            .where(c.c.matches != c.c.is_member)
-            for w, c in zip(windows, compared, strict=True)
+            _comparison(w.segment_id, workspace_id, w.condition, [w.among]).add_columns(literal(w.segment_id))
+            for w in windows
         )
-    ).subquery("flips")
-    counts = [select(func.count()).select_from(c).scalar_subquery() for c in compared]
-    total = select(sum(counts[1:], counts[0]).label("candidates")).subquery("total")
-    # The count on every row, and one row (of nulls besides it) when nothing flips.
-    rows = session.execute(
-        select(total.c.candidates, flips.c.segment_id, flips.c.contact_id, flips.c.entering).select_from(
-            total.outerjoin(flips, true())
-        )
-    ).all()
-    enter = sorted((segment_id, contact_id) for _, segment_id, contact_id, entering in rows if entering)
-    leave = sorted((segment_id, contact_id) for _, segment_id, contact_id, entering in rows if entering is False)
-    return rows[0].candidates, enter, leave
+    )
+    rows = session.execute(compared).all()
+    enter = sorted((segment_id, contact_id) for contact_id, matches, is_member, segment_id in rows if matches and not is_member)
+    leave = sorted((segment_id, contact_id) for contact_id, matches, is_member, segment_id in rows if is_member and not matches)
+    return len(rows), enter, leave
 
 
 def membership_differences(

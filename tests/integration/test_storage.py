@@ -702,6 +702,36 @@ def test_tick_windows_cover_time_once(session: Session) -> None:
     assert open_tick_window(session, "no-such-workspace", NOW) is None
 
 
+@POSTGRESQL_ONLY  # on SQLite a transaction excludes every other writer
+def test_a_tick_window_waits_for_a_tick_in_progress_and_starts_where_it_ended(
+    session_factory: sessionmaker[Session],
+) -> None:
+    with session_factory() as setup:
+        ensure_workspace(setup, WS, name="Workspace one", now=NOW)
+        assert open_tick_window(setup, WS, NOW) is not None
+        setup.commit()
+    results: dict[float, object] = {}
+    with session_factory() as first:
+        assert open_tick_window(first, WS, NOW + 60) is not None  # holds the workspace row
+
+        def tick_at(at: float) -> None:
+            with session_factory() as session:
+                results[at] = open_tick_window(session, WS, at)
+                session.commit()
+
+        waiting = [threading.Thread(target=tick_at, args=(NOW + 60,)), threading.Thread(target=tick_at, args=(NOW + 120,))]
+        waiting[0].start()
+        waiting[0].join(timeout=0.5)
+        assert waiting[0].is_alive()  # blocked on the row
+        first.commit()
+    waiting[0].join(timeout=10)
+    waiting[1].start()
+    waiting[1].join(timeout=10)
+    assert results[NOW + 60] is None  # that instant was covered meanwhile
+    later = results[NOW + 120]
+    assert later is not None and (later.start, later.end) == (NOW + 60, NOW + 120)  # type: ignore[attr-defined]
+
+
 @POSTGRESQL_ONLY  # on SQLite the transaction itself excludes other deliverers
 def test_one_deliverer_per_workspace(session_factory: sessionmaker[Session]) -> None:
     with session_factory() as first, session_factory() as second:
