@@ -2,15 +2,16 @@
 
 Two ways to compute one thing, proven equal by the property tests:
 
-* :func:`evaluate_contacts` - the compiled Python predicate, for a batch of changed contacts
-  (the tick does the same for the contacts a time window catches, :mod:`.tick`);
+* :func:`evaluate_contacts` - the compiled Python predicate, for a batch of changed contacts;
 * :func:`rebuild_batch` - the compiled SQL condition, set-wise over the workspace's contacts
-  (a batch of contact ids, or a chosen set: those a time window or a change stamp names).
+  (a batch of contact ids, or a chosen set: those a time window or a change stamp names).  The
+  tick compares the contacts its time windows catch in SQL too (:mod:`.tick`).
 
-Both write the membership diff and its events in the caller's transaction, and both derive the
-events from the rows actually inserted or deleted (``ON CONFLICT DO NOTHING ... RETURNING`` and
-``DELETE ... RETURNING``).  Whatever races happen between workers, a contact's events per
-segment therefore alternate entered / exited, never twice the same.
+All write the membership diff and its events in the caller's transaction, and derive the events
+from the rows actually inserted or deleted (``INSERT ... RETURNING``, with ``ON CONFLICT DO
+NOTHING`` unless the caller is the only possible writer, and ``DELETE ... RETURNING``).
+Whatever races happen between workers, a contact's events per segment therefore alternate
+entered / exited, never twice the same.
 """
 
 from __future__ import annotations

@@ -5,10 +5,12 @@ contact changing.  For each segment whose rule reads ``now``, the rules layer li
 comparisons of a timestamp with ``now ± N`` (:func:`~..rules.analysis.time_thresholds`); each
 can change value between two instants only for contacts whose timestamp lies in a window of the
 same width, which an index range query finds.  Those contacts alone are compared with the
-segment's rule in SQL, each membership looked up by key, and the flips of every segment are
-written with their events, all in one statement (:func:`~..storage.setwise.reconcile_windows`
-on PostgreSQL), so a tick costs what the flips cost, not what the contacts cost.  A window of
-any width works the same way: a beat missed for days is caught up by one wider range.
+segment's rule in SQL, each membership looked up by key, all segments in one read
+(:func:`~..storage.setwise.window_flips`); then the flips of every segment are written with
+their events (:func:`.membership.apply_diff`, one statement per 5,000 flips on PostgreSQL).  So
+a tick costs what the flips cost, not what the contacts cost.  A window of any width works the
+same way: a beat missed for days is caught up by one wider range (its flips pass through
+Python on their way to the write: 50,000 of them take about a second).
 
 A segment whose use of the clock has no such window, and every time-relative segment at a
 workspace's first tick, is reconciled over every contact instead.

@@ -40,7 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .models import Contact, EventKind, Membership, MembershipEvent
-from .queries import NewEvent, add_memberships, among, append_events, insert_for, remove_memberships
+from .queries import NewEvent, add_memberships, among, append_events, batched, insert_for, remove_memberships
 
 _contacts = cast(Table, Contact.__table__)
 _memberships = cast(Table, Membership.__table__)
@@ -379,8 +379,8 @@ def write_membership_diff(
     events from the ``RETURNING`` rows itself.
 
     ``exclusive`` says the caller holds off every other writer of these memberships (a tick
-    holds its workspace row, which evaluations and deletions share-lock, and share-locks the
-    segments, which rebuilds and edits lock): the insert then runs without the savepoint of
+    holds its workspace row for update, and every other writer share-locks it first:
+    evaluations, deletions and rebuild batches): the insert then runs without the savepoint of
     :func:`_insert_optimistically`, and were the protocol ever broken, the unique key would fail
     the whole transaction.
     """
@@ -402,7 +402,7 @@ def write_membership_diff(
         adding = sorted((s, c) for c, s, entering in chunk if entering)  # one lock order for all callers
         removing = sorted((s, c) for c, s, entering in chunk if not entering)
         parameters = _diff_parameters(workspace_id, adding, removing, since=since, events=events)
-        # The callers (evaluations, deletions, ticks) exclude one another per contact and
+        # The other callers (evaluations, deletions) exclude one another per contact and
         # share-lock the segments, so another writer of these memberships is rare: see
         # _insert_optimistically.
         if exclusive:
@@ -494,23 +494,26 @@ class Window:
     """The contacts to compare: a condition on ``contacts`` (index ranges of a timestamp)."""
 
 
+WINDOWS_PER_STATEMENT = 100
+"""Windows :func:`window_flips` compares per statement (SQLite takes at most 500 terms in a
+``UNION ALL``, and a workspace has at most 500 segments)."""
+
+
 def window_flips(
     session: Session, workspace_id: str, windows: Sequence[Window]
 ) -> tuple[int, list[tuple[int, str]], list[tuple[int, str]]]:
     """How many contacts the windows hold (a contact counts once per window), and the
     ``(segment_id, contact_id)`` pairs whose membership disagrees with the condition: those
-    to enter, and those to exit, each sorted.  Read-only: one statement for all the windows,
-    each window's contacts read by index range, each membership looked up by key
-    (:func:`_comparison`); a row per contact and window, three narrow columns."""
-    if not windows:
-        return 0, [], []
-    compared = union_all(
-        *(
-            _comparison(w.segment_id, workspace_id, w.condition, [w.among]).add_columns(literal(w.segment_id))
-            for w in windows
+    to enter, and those to exit, each sorted.  Read-only: one statement for all the windows (up
+    to :data:`WINDOWS_PER_STATEMENT`), each window's contacts read by index range, each
+    membership looked up by key (:func:`_comparison`); a row of three narrow columns per
+    contact and window."""
+    rows: list[Any] = []
+    for chunk in batched(windows, WINDOWS_PER_STATEMENT):
+        compared = union_all(
+            *(_comparison(w.segment_id, workspace_id, w.condition, [w.among]).add_columns(literal(w.segment_id)) for w in chunk)
         )
-    )
-    rows = session.execute(compared).all()
+        rows += session.execute(compared).all()
     enter = sorted((segment_id, contact_id) for contact_id, matches, is_member, segment_id in rows if matches and not is_member)
     leave = sorted((segment_id, contact_id) for contact_id, matches, is_member, segment_id in rows if is_member and not matches)
     return len(rows), enter, leave

@@ -51,6 +51,7 @@ from contact_segments.service import (
     save_as_new,
     seed_defaults,
     segment_view,
+    store_snapshots,
     tick,
     upsert_contacts,
 )
@@ -882,6 +883,33 @@ def test_deleting_a_contact_waits_for_a_tick(paused_evaluation: PausedEvaluation
 
 
 @POSTGRESQL_ONLY
+@pytest.mark.parametrize("writer", ["evaluation", "rebuild"])
+def test_other_membership_writers_wait_for_a_tick(paused_evaluation: PausedEvaluation, ws: str, writer: str) -> None:
+    """A tick writes its flips without ``ON CONFLICT``, as their only writer (it holds the
+    workspace row): an evaluation and a rebuild batch share-lock the row first, so they wait
+    for it, as a deletion does (above)."""
+    race = paused_evaluation
+    malaysia = create_segment(UnitOfWork(race.factory), ws, name="Malaysia", rule=RuleInput(rule=MALAYSIA), now=NOW).id
+    upsert_contacts(UnitOfWork(race.factory), ws, [snapshot("c1", 1, country="MY")], now=NOW)
+    uow = UnitOfWork(race.factory)
+    with uow:
+        store_snapshots(uow, ws, [snapshot("c1", 2, country="SG")], now=NOW)  # pending, not yet evaluated
+        uow.commit()
+    work = {
+        "evaluation": lambda: evaluate_pending(UnitOfWork(race.factory), ws, now=NOW),
+        "rebuild": lambda: rebuild_segment(UnitOfWork(race.factory), ws, malaysia, now=NOW),
+    }[writer]
+    with race.engine.connect() as ticking:
+        ticking.execute(select(Workspace.id).where(Workspace.id == ws).with_for_update())  # as open_tick_window
+        race.run(work)
+        assert race.waiting_on_locks() == 1
+        ticking.rollback()
+    race.finish()
+    with race.factory() as session:
+        assert session.get(Membership, (malaysia, "c1")) is None  # the writer ran after, and took c1 out
+
+
+@POSTGRESQL_ONLY
 def test_deleting_a_contact_during_its_evaluation_waits_and_removes_what_it_wrote(
     paused_evaluation: PausedEvaluation, ws: str
 ) -> None:
@@ -1316,6 +1344,7 @@ def test_a_tick_after_a_gap_catches_up_exactly(uow: UnitOfWork, session_factory:
         result = tick(uow, ws, now=at)
         found = events(session_factory, after=before)
         assert {e.kind for e in found} <= {"exited"} and result.exited == len(found)
+        assert result.candidates == result.exited  # the window held just the contacts that crossed
         exited_at[day] = {e.contact_id for e in found if e.contact_id is not None}
 
     assert exited_at == {
