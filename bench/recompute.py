@@ -17,7 +17,9 @@ this times, through the service:
 * ``targeted`` - ``--changed`` (10,000) changed snapshots stored with
   ``service.store_snapshots`` (untimed), then ``service.evaluate_pending`` until it schedules
   no follow-up (timed), in contacts/s.  Floor: reading the same contacts' rows and memberships
-  by id, in batches of 1,000 as the service does.
+  by id, in batches of 1,000 as the service does.  Then the same with ``--evaluators`` (2)
+  processes calling ``evaluate_pending`` at once, as one worker at ``--concurrency 2`` does
+  (started before the clock; each takes its own batches); same floor.
 
 What changes (``--mix``, the same for the incremental and the targeted figure): ``typical``
 (default): every changed contact gets a new incoming message, a third of them a tag added or
@@ -43,6 +45,7 @@ Run: ``python bench/recompute.py [--contacts N] [--repeat R] [--mix heavy]`` (``
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import random
 import statistics
@@ -260,6 +263,30 @@ def evaluate_until_done(engine: Engine, changes: list[int]) -> None:
             return
 
 
+_worker_engine: Engine | None = None
+
+
+def _start_evaluator(url: str, schema: str) -> None:
+    """A pool process's initializer: its own engine, connected before any timing."""
+    global _worker_engine
+    _worker_engine = bench_engine(url, schema)
+    with _worker_engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+
+
+def _evaluate_in_process() -> list[int]:
+    assert _worker_engine is not None
+    changes: list[int] = []
+    evaluate_until_done(_worker_engine, changes)
+    return changes
+
+
+def evaluate_in_parallel(pool: Any, evaluators: int, changes: list[int]) -> None:
+    """``evaluators`` processes of ``pool`` each run :func:`evaluate_until_done` at once."""
+    for done in [pool.apply_async(_evaluate_in_process) for _ in range(evaluators)]:
+        changes.extend(done.get())
+
+
 def pending_count(engine: Engine) -> int:
     with engine.connect() as connection:
         return connection.scalar(
@@ -294,6 +321,9 @@ def main() -> None:
         "--contacts", type=int, default=int(os.environ.get(CONTACTS_ENV) or 1_000_000), help=f"(${CONTACTS_ENV})"
     )
     parser.add_argument("--changed", type=int, default=10_000, help="contacts changed for the targeted figure")
+    parser.add_argument(
+        "--evaluators", type=int, default=2, help="processes evaluating at once for the parallel targeted figure (1: none)"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="repetitions per figure (the median is shown)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
@@ -334,6 +364,10 @@ def main() -> None:
     full = Figure("full rebuild (sweep), 1% changed", "s", "(none)", lambda r: True)
     targeted = Figure(f"targeted, {min(args.changed, n):,} contacts", "contacts/s", ">= 20,000/s", lambda rate: rate >= 20_000)
     targeted.work = min(args.changed, n)
+    parallel = Figure(
+        f"  the same, {args.evaluators} evaluators", "contacts/s", ">= 20,000/s", lambda rate: rate >= 20_000
+    )
+    parallel.work = targeted.work
 
     # Rebuild from empty: the floor and the service alternate who goes first.
     for rep in range(args.repeat if "rebuild" in args.only else 0):
@@ -366,19 +400,33 @@ def main() -> None:
                 figure.floors.append(timed(lambda: floor_count(engine)))
             check_memberships(engine, segments)
 
-    # Targeted: store changed snapshots (untimed), evaluate them through the service (timed).
+    # Targeted: store changed snapshots (untimed), evaluate them through the service (timed):
+    # by this process, then (--evaluators > 1) by that many processes at once.
     changes: list[int] = []
-    for _rep in range(args.repeat if "targeted" in args.only else 0):
-        ids = sample_ids(engine, targeted.work, n, rng)
-        snapshots = changed_snapshots(engine, ids, rng, args.mix)
-        targeted.floors.append(timed(lambda ids=ids: floor_read(engine, ids)))
-        store(engine, snapshots)
-        if pending_count(engine) != len(ids):
-            raise SystemExit("the stored snapshots did not all become pending")
-        targeted.samples.append(timed(lambda: evaluate_until_done(engine, changes)))
-        if pending_count(engine):
-            raise SystemExit("contacts still pending after evaluate_pending said it was done")
-        check_memberships(engine, segments)
+    pool = None
+    if "targeted" in args.only and args.evaluators > 1:
+        engine.dispose()  # no pooled connection crosses the fork
+        context = multiprocessing.get_context("fork")
+        pool = context.Pool(args.evaluators, initializer=_start_evaluator, initargs=(args.db, args.schema))
+    try:
+        for _rep in range(args.repeat if "targeted" in args.only else 0):
+            ways: list[tuple[Figure, Callable[[], Any]]] = [(targeted, lambda: evaluate_until_done(engine, changes))]
+            if pool is not None:
+                ways.append((parallel, lambda: evaluate_in_parallel(pool, args.evaluators, [])))
+            for figure, evaluate in ways:
+                ids = sample_ids(engine, targeted.work, n, rng)
+                snapshots = changed_snapshots(engine, ids, rng, args.mix)
+                figure.floors.append(timed(lambda ids=ids: floor_read(engine, ids)))
+                store(engine, snapshots)
+                if pending_count(engine) != len(ids):
+                    raise SystemExit("the stored snapshots did not all become pending")
+                figure.samples.append(timed(evaluate))
+                if pending_count(engine):
+                    raise SystemExit("contacts still pending after evaluate_pending said it was done")
+                check_memberships(engine, segments)
+    finally:
+        if pool is not None:
+            pool.terminate()
 
     engine.dispose()
     print(
@@ -386,7 +434,7 @@ def main() -> None:
         "ratio = time / floor time"
     )
     print(f"{'figure':<34}{'service':>15}{'floor':>15}{'ratio':>9}  {'target':<12}")
-    for figure in (rebuild, incremental, full, targeted):
+    for figure in (rebuild, incremental, full, targeted, parallel):
         if not figure.samples:
             continue
         seconds, floor = statistics.median(figure.samples), statistics.median(figure.floors)

@@ -177,7 +177,9 @@ def evaluate_contacts(
         segments = q.list_segments(session, workspace_id, share_lock=True)
     compiled = [compiled_segment(segment) for segment in segments]
     versions = {c.id: c.rule_version for c in compiled}
-    views = q.load_contact_views(session, workspace_id, ids)
+    # Only the columns these rules read (``reads`` is complete: it also decides which changes
+    # re-evaluate a segment at all).
+    views = q.load_contact_views(session, workspace_id, ids, fields=frozenset().union(*(c.reads for c in compiled)))
     current = q.memberships_of(session, workspace_id, ids)
     to_enter: list[tuple[int, str]] = []
     to_exit: list[tuple[int, str]] = []
