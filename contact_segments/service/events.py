@@ -68,7 +68,8 @@ def list_events(uow: UnitOfWork, workspace_id: str, *, after_event_id: str | Non
 Deliver = Callable[[list[EventView]], None]
 Notify = Callable[[str, dict[str, object], str, str], None]
 """Tells the host of one segment change: (workspace id, the segment's id, name and rule
-version, the change, the notification's unique id)."""
+version, the change, the notification's unique id).  Four arguments since the id came (a
+three-argument callable would fail every delivery, and be retried)."""
 
 
 class DeliveryFailed(Exception):

@@ -8,7 +8,7 @@ same width, which an index range query finds.  Those contacts alone are compared
 segment's rule in SQL, each membership looked up by key, all segments in one read
 (:func:`~..storage.setwise.window_flips`); then the flips of every segment are written with
 their events (:func:`.membership.apply_diff`, one statement per 5,000 flips on PostgreSQL).  So
-a tick costs what the flips cost, not what the contacts cost.  A window of any width works the
+a tick costs what the window's contacts (about the flips) cost, not what all contacts cost.  A window of any width works the
 same way: a beat missed for days is caught up by one wider range (its flips pass through
 Python on their way to the write: 50,000 of them take about a second).
 
@@ -17,7 +17,8 @@ workspace's first tick, is reconciled over every contact instead.
 
 The workspace's watermark (``last_tick_at``) moves in the tick's transaction, under the
 workspace row's lock: ticks of a workspace run one after another, and no evaluation or deletion
-of a contact runs meanwhile (:func:`.segments.evaluation_instant` share-locks the row); a
+of a contact, nor a rebuild batch, runs meanwhile (each share-locks the row first:
+:func:`.segments.evaluation_instant`), so the tick writes its flips as their only writer; a
 missed beat is caught up by the next tick's wider window, and no window is covered twice.
 """
 

@@ -260,6 +260,8 @@ def load_contact_views(
     so that a column no rule reads (``custom_fields`` and its JSON, say) is neither sent nor
     parsed.
     """
+    if fields is not None and not set(fields) <= set(CONTACT_VIEW_FIELDS):
+        raise ValueError(f"not fields of the evaluation view: {sorted(set(fields) - set(CONTACT_VIEW_FIELDS))}")
     names = CONTACT_VIEW_FIELDS if fields is None else tuple(n for n in CONTACT_VIEW_FIELDS if n == "id" or n in fields)
     columns = [_contacts.c[name] for name in names]
     views: dict[str, ContactView] = {}

@@ -55,7 +55,9 @@ from contact_segments.service import (
     tick,
     upsert_contacts,
 )
+from contact_segments.plugin import create_plugin_manager, hookimpl
 from contact_segments.service import membership as membership_module
+from contact_segments.service.settings import Settings
 from contact_segments.service.defaults import DefaultRegistry, DefaultSegment, default_registry
 from contact_segments.storage import (
     TRACKED_FIELDS,
@@ -540,6 +542,24 @@ def test_segment_notifications_reach_the_host_once_in_order_even_after_it_failed
         uow, ws, lambda batch: order.extend(e.kind for e in batch), notify=lambda *c: order.append(c[2]), now=NOW
     )
     assert order[:2] == ["created", "built"] and other.id
+
+
+def test_a_host_hook_that_leaves_out_the_change_id_still_hears_of_segment_changes(db_url: str) -> None:
+    """``change_id`` came later: a host implementation written before it keeps working."""
+    heard: list[tuple[str, str, str]] = []
+
+    class EarlierHost:
+        @hookimpl
+        def segments_segment_changed(self, workspace_id: str, segment: dict[str, Any], change: str) -> None:
+            heard.append((workspace_id, segment["name"], change))
+
+    hooks = create_plugin_manager(Settings(database_url=db_url), plugins=(EarlierHost(),))  # embedded: inline
+    hooks.hook.segments_workspace_created(workspace_id="ws-hooks", name="Hooks", timezone="UTC")
+    engine = make_engine(db_url)
+    create_segment(UnitOfWork(make_session_factory(engine)), "ws-hooks", name="VIP", rule=RuleInput(rule=VIP), now=NOW)
+    engine.dispose()
+    hooks.hook.segments_contact_saved(workspace_id="ws-hooks", snapshot=snapshot("c1", 1, tags=["vip"]))  # delivers
+    assert heard == [("ws-hooks", "VIP", "created")]
 
 
 def test_deleting_a_workspace_takes_everything_in_it_and_nothing_else(

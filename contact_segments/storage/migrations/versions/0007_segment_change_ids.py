@@ -22,16 +22,21 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("segment_changes", sa.Column("change_id", sa.Text(), nullable=True))
-    changes = sa.table("segment_changes", sa.column("seq", sa.BigInteger()), sa.column("change_id", sa.Text()))
     connection = op.get_bind()
-    for (seq,) in connection.execute(sa.select(changes.c.seq)).all():
-        connection.execute(changes.update().where(changes.c.seq == seq).values(change_id=str(uuid.uuid4())))
-    with op.batch_alter_table("segment_changes") as batch:
+    if connection.dialect.name == "postgresql":
+        op.execute("UPDATE segment_changes SET change_id = gen_random_uuid()::text")
+    else:
+        changes = sa.table("segment_changes", sa.column("seq", sa.BigInteger()), sa.column("change_id", sa.Text()))
+        ids = [{"row": seq, "id": str(uuid.uuid4())} for seq in connection.execute(sa.select(changes.c.seq)).scalars()]
+        if ids:
+            connection.execute(changes.update().where(changes.c.seq == sa.bindparam("row")).values(change_id=sa.bindparam("id")), ids)
+    # SQLite rebuilds the table: say again that its seq is AUTOINCREMENT (never reused).
+    with op.batch_alter_table("segment_changes", table_kwargs={"sqlite_autoincrement": True}) as batch:
         batch.alter_column("change_id", existing_type=sa.Text(), nullable=False)
         batch.create_unique_constraint(op.f("uq_segment_changes_change_id"), ["change_id"])
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("segment_changes") as batch:
+    with op.batch_alter_table("segment_changes", table_kwargs={"sqlite_autoincrement": True}) as batch:
         batch.drop_constraint(op.f("uq_segment_changes_change_id"), type_="unique")
         batch.drop_column("change_id")
