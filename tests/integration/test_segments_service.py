@@ -23,6 +23,7 @@ import pytest
 from sqlalchemy import Engine, delete, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from contact_segments.plugin import create_plugin_manager, hookimpl
 from contact_segments.rules import apply
 from contact_segments.rules.catalog import STRING_FIELDS, TIMESTAMP_FIELDS
 from contact_segments.service import (
@@ -55,10 +56,9 @@ from contact_segments.service import (
     tick,
     upsert_contacts,
 )
-from contact_segments.plugin import create_plugin_manager, hookimpl
 from contact_segments.service import membership as membership_module
-from contact_segments.service.settings import Settings
 from contact_segments.service.defaults import DefaultRegistry, DefaultSegment, default_registry
+from contact_segments.service.settings import Settings
 from contact_segments.storage import (
     TRACKED_FIELDS,
     Contact,
