@@ -21,6 +21,7 @@ from contact_segments.rules.conditions import (
 )
 from contact_segments.rules.jsvalues import truthy
 from contact_segments.rules.validation import validate_segment_rule
+from tests.support.views import contact_view
 
 TZ = "Asia/Kuala_Lumpur"
 NOW = 1_770_000_000
@@ -457,31 +458,7 @@ def test_fixed_categories_may_omit_their_field_and_exists_its_value() -> None:
 
 
 def contact(**fields: Any) -> dict[str, Any]:
-    view: dict[str, Any] = {
-        "id": "c1",
-        **dict.fromkeys(
-            (
-                "first_name",
-                "last_name",
-                "email",
-                "phone",
-                "country",
-                "language",
-                "lifecycle",
-                "assignee",
-                "conversation_status",
-                "last_interacted_channel",
-                "created_at",
-                "last_incoming_message_at",
-                "last_outgoing_message_at",
-            )
-        ),
-        "channels": [],
-        "tags": [],
-        "custom_fields": {},
-        "now": NOW,
-    }
-    return view | fields
+    return contact_view(now=NOW, **fields)
 
 
 def matches(condition: dict[str, Any], data: dict[str, Any]) -> bool:

@@ -13,6 +13,7 @@ from contact_segments.rules import apply
 from contact_segments.rules.conditions import conditions_to_rule, filter_count, rule_to_conditions
 from contact_segments.rules.jsvalues import truthy
 from contact_segments.rules.validation import validate_segment_rule
+from tests.support.views import contact_view
 
 FIXTURES = resources.files("contact_segments") / "fixtures"
 REGISTRY = json.loads((FIXTURES / "default_segments.json").read_text("utf-8"))
@@ -22,30 +23,7 @@ EXAMPLES = sorted((FIXTURES / "examples").iterdir(), key=lambda path: path.name)
 NOW = 1_770_000_000  # 2026-02-02T02:40:00Z
 DAY = 86_400
 
-NULL_CONTACT: dict[str, Any] = {
-    "id": "c-null",
-    **dict.fromkeys(
-        (
-            "first_name",
-            "last_name",
-            "email",
-            "phone",
-            "country",
-            "language",
-            "lifecycle",
-            "assignee",
-            "conversation_status",
-            "last_interacted_channel",
-            "created_at",
-            "last_incoming_message_at",
-            "last_outgoing_message_at",
-        )
-    ),
-    "channels": [],
-    "tags": [],
-    "custom_fields": {},
-    "now": NOW,
-}
+NULL_CONTACT: dict[str, Any] = contact_view(now=NOW, id="c-null")
 
 
 def contact(**fields: Any) -> dict[str, Any]:

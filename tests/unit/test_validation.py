@@ -18,6 +18,7 @@ from contact_segments.rules.validation import (
     SegmentRuleSchema,
     validate_segment_rule,
 )
+from tests.support.views import contact_view
 
 NOW = 1_770_000_000
 
@@ -29,31 +30,7 @@ def problems(doc: Any) -> dict[str, str]:
 
 
 def contact(**fields: Any) -> dict[str, Any]:
-    view: dict[str, Any] = {
-        "id": "c1",
-        **dict.fromkeys(
-            (
-                "first_name",
-                "last_name",
-                "email",
-                "phone",
-                "country",
-                "language",
-                "lifecycle",
-                "assignee",
-                "conversation_status",
-                "last_interacted_channel",
-                "created_at",
-                "last_incoming_message_at",
-                "last_outgoing_message_at",
-            )
-        ),
-        "channels": [],
-        "tags": [],
-        "custom_fields": {},
-        "now": NOW,
-    }
-    return view | fields
+    return contact_view(now=NOW, **fields)
 
 
 V = {"var": "country"}
