@@ -7,16 +7,20 @@ flip: half leave "Contacts created <7 days ago" (their ``created_at`` turns 7 da
 step), half enter "Contacts inactive >30 days" (their last incoming message turns 30 days
 old).  No other contact's timestamp lies near a threshold, so the flips are exactly those.
 
-Each step is applied one of two ways, alternating, each timed in the same run:
+Each step is applied one of three ways, interleaved, each timed in the same run:
 
 * **tick** - ``service.tick(now)``: index range queries find the due contacts, which alone are
   evaluated (it must report ``--flips`` candidates, half entered, half exited);
+* **floor** - the same work written by hand (:data:`FLOOR_SQL`), on a plain connection: move
+  the watermark, share-lock the segments, then one statement that compares the two windows'
+  contacts with the hand-written predicates and writes the flips and their events; a commit.
+  No implementation of the tick can do much less, so it shows how much of the tick is ours;
 * **rebuild** - ``service.rebuild_segment`` of each time-relative segment at ``now`` (what a
   periodic recompute does); the workspace's tick watermark is then moved to ``now``, untimed,
   so the next tick covers one step too.
 
-The figures are medians (``--ticks`` ticks, ``--rebuilds`` rebuilds; one untimed tick first);
-the ratio is rebuild time / tick time.  Beside each time, its CPU: this process plus the
+The figures are medians (``--ticks`` ticks and as many floors, ``--rebuilds`` rebuilds; one
+untimed tick first); the ratio is rebuild time / tick time.  Beside each time, its CPU: this process plus the
 PostgreSQL processes serving its connections (by ``application_name``, from /proc), which moves
 less with the machine's other load.  At the end every segment's members are checked against a
 hand-written predicate at the last instant.  A tick's time includes its commit.
@@ -70,6 +74,49 @@ PREDICATES: dict[str, str] = {
     "country_known": "country <> ''",
     "language_known": "language <> ''",
 }
+
+FLOOR_SQL = """
+WITH moved AS (
+    UPDATE workspaces SET last_tick_at = :now WHERE id = :ws RETURNING id
+),
+recent AS MATERIALIZED (
+    SELECT c.id, c.created_at > :now - 604800 AS matches,
+           EXISTS (SELECT 1 FROM memberships m WHERE m.segment_id = :recent AND m.contact_id = c.id) AS is_member
+    FROM contacts c
+    WHERE c.workspace_id = :ws AND c.created_at > :start - 604800 AND c.created_at <= :now - 604800
+),
+inactive AS MATERIALIZED (
+    SELECT c.id, c.last_incoming_message_at < :now - 2592000 AND c.last_incoming_message_at <> 0 AS matches,
+           EXISTS (SELECT 1 FROM memberships m WHERE m.segment_id = :inactive AND m.contact_id = c.id) AS is_member
+    FROM contacts c
+    WHERE c.workspace_id = :ws AND c.last_incoming_message_at >= :start - 2592000
+      AND c.last_incoming_message_at < :now - 2592000
+),
+flips AS MATERIALIZED (
+    SELECT CAST(:recent AS integer) AS segment_id, id, matches FROM recent WHERE matches <> is_member
+    UNION ALL SELECT CAST(:inactive AS integer), id, matches FROM inactive WHERE matches <> is_member
+),
+entered AS (
+    INSERT INTO memberships (segment_id, contact_id, workspace_id, since)
+    SELECT segment_id, id, :ws, :now FROM flips WHERE matches
+    RETURNING segment_id, contact_id
+),
+exited AS (
+    DELETE FROM memberships m USING flips f
+    WHERE NOT f.matches AND m.segment_id = f.segment_id AND m.contact_id = f.id
+    RETURNING m.segment_id, m.contact_id
+),
+logged AS (
+    INSERT INTO membership_events (event_id, workspace_id, segment_id, contact_id, kind, cause, rule_version, occurred_at)
+    SELECT gen_random_uuid()::text, :ws, segment_id, contact_id, kind, 'time_passed',
+           CASE segment_id WHEN :recent THEN :recent_version ELSE :inactive_version END, :now
+    FROM (SELECT segment_id, contact_id, 'entered' AS kind FROM entered
+          UNION ALL SELECT segment_id, contact_id, 'exited' FROM exited) AS changed
+    ORDER BY contact_id COLLATE "C", segment_id
+)
+SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM entered), (SELECT count(*) FROM exited)
+"""
+"""The floor's one statement, after the watermark's move and the segments' share lock."""
 
 # --------------------------------------------------------------------------- plumbing
 
@@ -208,6 +255,27 @@ def run_tick(engine: Engine, monitor: Engine, name: str, now: float, flips: int)
     return sample
 
 
+def run_floor(
+    engine: Engine, monitor: Engine, name: str, segments: dict[str, tuple[int, int]], start: float, now: float, flips: int
+) -> Sample:
+    def floor() -> tuple[int, int, int]:
+        with engine.begin() as connection:
+            connection.execute(
+                text("SELECT id FROM segments WHERE workspace_id = :ws ORDER BY id FOR SHARE"), {"ws": WORKSPACE}
+            ).all()
+            (recent, recent_version), (inactive, inactive_version) = (segments[key] for key in TIME_RELATIVE)
+            parameters = {
+                "ws": WORKSPACE, "now": now, "start": start, "recent": recent, "recent_version": recent_version,
+                "inactive": inactive, "inactive_version": inactive_version,
+            }  # fmt: skip
+            return tuple(connection.execute(text(FLOOR_SQL), parameters).one())
+
+    sample, (moved, entered, exited) = timed(monitor, name, floor)
+    if (moved, entered, exited) != (1, flips - flips // 2, flips // 2):
+        raise SystemExit(f"the floor at {now} moved {moved} watermark, {entered} entered and {exited} exited")
+    return sample
+
+
 def run_rebuild(
     engine: Engine, monitor: Engine, name: str, segments: dict[str, tuple[int, int]], now: float, flips: int
 ) -> Sample:
@@ -252,14 +320,15 @@ def main() -> None:
     args = parser.parse_args()
     if not args.schema.isidentifier():
         parser.error("--schema must be a plain identifier")
-    if args.flips < 2 or args.flips * (args.ticks + args.rebuilds + 1) > args.contacts:
+    if args.flips < 2 or args.flips * (2 * args.ticks + args.rebuilds + 1) > args.contacts:
         parser.error("--flips must be at least 2, and all steps' flips must fit in --contacts")
 
-    # An untimed tick first; then a rebuild after every few ticks, spread over the run.
+    # An untimed tick first; then ticks and floors alternating which goes first, and a rebuild
+    # after every few, spread over the run.
     plan = ["warm-up"]
     every = max(1, args.ticks // max(1, args.rebuilds))
     for k in range(1, args.ticks + 1):
-        plan.append("tick")
+        plan += ["tick", "floor"] if k % 2 else ["floor", "tick"]
         if k % every == 0 and plan.count("rebuild") < args.rebuilds:
             plan.append("rebuild")
     plan += ["rebuild"] * (args.rebuilds - plan.count("rebuild"))
@@ -287,11 +356,14 @@ def main() -> None:
         print(f"{args.contacts:,} contacts, 5 default segments, memberships built in "
               f"{time.perf_counter() - started:.1f} s (schema {args.schema!r})")  # fmt: skip
         ticks: list[Sample] = []
+        floors: list[Sample] = []
         rebuilds: list[Sample] = []
         for k, step in enumerate(plan, start=1):
             now = instants[k]
             if step == "rebuild":
                 rebuilds.append(run_rebuild(engine, monitor, args.schema, segments, now, args.flips))
+            elif step == "floor":
+                floors.append(run_floor(engine, monitor, args.schema, segments, instants[k - 1], now, args.flips))
             else:
                 sample = run_tick(engine, monitor, args.schema, now, args.flips)
                 if step == "tick":
@@ -305,7 +377,7 @@ def main() -> None:
         lock.close()  # releases the advisory lock
 
     med = statistics.median
-    tick, rebuild = med(s.wall for s in ticks), med(s.wall for s in rebuilds)
+    tick, rebuild, floor = med(s.wall for s in ticks), med(s.wall for s in rebuilds), med(s.wall for s in floors)
     tick_cpu, rebuild_cpu = med(s.cpu for s in ticks), med(s.cpu for s in rebuilds)
     ratio, cpu_ratio = rebuild / tick, rebuild_cpu / tick_cpu
     print(f"\n{args.contacts:,} contacts, {args.flips} flips per {args.step:.0f} s step; medians of "
@@ -313,6 +385,7 @@ def main() -> None:
     print(f"{'figure':<48}{'time':>12}{'CPU':>12}{'target':>12}")
     rows = [
         ("tick (service.tick)", tick, tick_cpu, "<= 50 ms", tick <= 0.05),
+        ("floor: the same flips by hand-written SQL", floor, med(s.cpu for s in floors), "", None),
         (f"rebuild of the {len(TIME_RELATIVE)} time-relative segments", rebuild, rebuild_cpu, "", None),
     ]
     for label, seconds, cpu, target, ok in rows:
@@ -320,11 +393,14 @@ def main() -> None:
         print(f"{label:<48}{seconds * 1000:>9,.1f} ms{cpu * 1000:>9,.1f} ms{target:>12}{verdict}")
     verdict = " ok" if ratio >= 100 else " MISSED"
     print(f"{'rebuild / tick':<48}{ratio:>11,.0f}x{cpu_ratio:>11,.0f}x{'>= 100x':>12}{verdict}")
+    print(f"{'rebuild / floor (what any tick could reach)':<48}{rebuild / floor:>11,.0f}x")
+    print(f"{'tick / floor':<48}{tick / floor:>11,.2f}x")
     print("\n  CPU: this process plus the PostgreSQL server processes of its connections")
-    for label, samples in (("tick", ticks), ("rebuild", rebuilds)):
+    for label, samples in (("tick", ticks), ("floor", floors), ("rebuild", rebuilds)):
         client, server = med(s.client for s in samples), med(s.server for s in samples)
         print(f"  {label}: client {client * 1000:,.1f} ms, server {server * 1000:,.1f} ms (medians)")
     print(f"  ticks (ms): {', '.join(f'{s.wall * 1000:.1f}' for s in ticks)}")
+    print(f"  floors (ms): {', '.join(f'{s.wall * 1000:.1f}' for s in floors)}")
     print(f"  rebuilds (ms): {', '.join(f'{s.wall * 1000:,.0f}' for s in rebuilds)}")
 
 
