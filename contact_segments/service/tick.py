@@ -8,9 +8,9 @@ same width, which an index range query finds.  Those contacts alone are compared
 segment's rule in SQL, each membership looked up by key, all segments in one read
 (:func:`~..storage.setwise.window_flips`); then the flips of every segment are written with
 their events (:func:`.membership.apply_diff`, one statement per 5,000 flips on PostgreSQL).  So
-a tick costs what the window's contacts (about the flips) cost, not what all contacts cost.  A window of any width works the
-same way: a beat missed for days is caught up by one wider range (its flips pass through
-Python on their way to the write: 50,000 of them take about a second).
+a tick costs what the window's contacts (about the flips) cost, not what all contacts cost.  A
+window of any width works the same way: a beat missed for days is caught up by one wider range
+(its flips pass through Python on their way to the write: 50,000 of them take about a second).
 
 A segment whose use of the clock has no such window, and every time-relative segment at a
 workspace's first tick, is reconciled over every contact instead.
@@ -70,7 +70,7 @@ def tick(uow: UnitOfWork, workspace_id: str, *, now: float) -> TickResult:
             versions[segment.id] = segment.rule_version
         candidates, to_enter, to_exit = setwise.window_flips(uow.session, workspace_id, windows)
         if to_enter or to_exit:
-            # Alone: this transaction holds the workspace row and share-locks the segments.
+            # Their only writer: this transaction holds the workspace row, which every other one share-locks first.
             diff.extend(
                 apply_diff(
                     uow.session, workspace_id, to_enter, to_exit, versions=versions, cause=EventCause.TIME_PASSED,
