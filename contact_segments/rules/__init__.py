@@ -26,7 +26,7 @@ from .conditions import (
 )
 from .errors import Diagnostic, RuleError
 from .operators import CLASSIC, Operator, OperatorRegistry
-from .sql import rule_to_sql
+from .sql import InstantRequired, rule_to_sql
 from .validation import RuleValidationError, SegmentRule, SegmentRuleSchema, validate_segment_rule
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "FieldSpec",
     "FieldType",
     "FieldWindow",
+    "InstantRequired",
     "Operator",
     "OperatorRegistry",
     "RuleError",

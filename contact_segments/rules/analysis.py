@@ -121,7 +121,12 @@ class TimeThreshold:
         ``field`` in ``(t0 + offset, t1 + offset]`` or ``[t0 + offset, t1 + offset)``.
         """
         low, high = sorted((t0, t1))
-        return FieldWindow(self.field, low + self.offset, high + self.offset, self.operator in (">=", "<"))
+        return FieldWindow(self.field, low + self.offset, high + self.offset, self.low_inclusive)
+
+    @property
+    def low_inclusive(self) -> bool:
+        """Whether :meth:`window` includes its low end (and excludes its high one)."""
+        return self.operator in (">=", "<")
 
 
 def _now_offset(node: Any) -> int | float | None:

@@ -5,7 +5,11 @@ exactly the meaning :func:`~.compiler.compile_rule` gives it: JavaScript truthin
 equality and null coercion included.  It does so without re-implementing JavaScript in SQL:
 
 * **The clock is a constant.**  ``now`` is known when the expression is built, so ``now - N``
-  folds to a number, and every comparison is a field against a constant.
+  folds to a number, and every comparison is a field against a constant.  Or ``now`` is a SQL
+  expression (a bound parameter), so that one statement serves every instant: then ``now ± N``
+  stays SQL arithmetic (:class:`_Clock`), and a comparison of a field with it keeps each branch
+  in SQL, the null branch's ``0 < now - N`` included.  Validated segment rules use the clock
+  only so; any other use needs the instant's value (:class:`InstantRequired`).
 * **A field is a few typed branches.**  A string column is "null" or "a string"; a timestamp is
   "null" or "a number"; a custom field is null, a string, a number or a boolean, told apart by its
   JSON type.  In each branch the field has one JavaScript type, so an operation against a constant
@@ -223,7 +227,31 @@ class Field:
     branches: tuple[Branch, ...]
 
 
-Value = Field | Any  # a Field, or a Python constant (a JSON value)
+@dataclass(frozen=True)
+class _Clock:
+    """A number known only when the statement runs: ``now``, ``now - N`` or ``now + N`` in SQL,
+    computed in the order JavaScript computes it (so to the same double)."""
+
+    sql: ColumnElement[float]
+
+
+_LARGEST_OFFSET = 1e15
+"""Seconds added to or taken from a SQL ``now`` at most (31 million years): no double overflows."""
+
+
+class InstantRequired(Exception):
+    """The rule uses ``now`` as more than a number to compare a field with, so its SQL needs the
+    instant's value: :func:`rule_to_sql` with a SQL ``now`` cannot compile it."""
+
+
+def _known(value: Any) -> Any:
+    """``value``, which a fold is about to use: never a :class:`_Clock`, nor a list holding one."""
+    if isinstance(value, _Clock) or (type(value) is list and any(isinstance(item, _Clock) for item in value)):
+        raise InstantRequired("'now' is used other than compared with a field, so its value is needed")
+    return value
+
+
+Value = Field | _Clock | Any  # a Field, a clock, or a Python constant (a JSON value)
 
 
 def _field_value(name: str, columns: Mapping[str, Any], path: str) -> Field:
@@ -312,6 +340,8 @@ _JS_COMPARE = {"<": js.less_than, "<=": js.less_equal, ">": js.greater_than, ">=
 
 def _compare_branch(branch: Branch, op: str, constant: Any) -> Condition:
     """``field op constant`` (``op`` one of < <= > >=) within one branch."""
+    if isinstance(constant, _Clock):
+        return _compare_clock_branch(branch, op, constant.sql)
     if branch.kind == "null":
         return _JS_COMPARE[op](None, constant)
     if type(constant) in (str, list, dict):
@@ -333,6 +363,21 @@ def _compare_branch(branch: Branch, op: str, constant: Any) -> Condition:
     if number in (float("inf"), float("-inf")):
         return _JS_COMPARE[op](0, number)  # every stored number is finite
     return _SQL_OPERATORS[op](left, bindparam(None, number, Double()))
+
+
+def _compare_clock_branch(branch: Branch, op: str, number: ColumnElement[float]) -> Condition:
+    """``field op clock`` within one branch: :func:`_compare_branch` for a number known only in SQL
+    (a finite double, never NULL), so each case it folds for a known number is SQL here."""
+    compare = _SQL_OPERATORS[op]
+    if branch.kind == "null":
+        return compare(literal(0.0, Double()), number)  # null is 0 in a JavaScript comparison
+    if branch.kind == "number":
+        return compare(branch.value, number)
+    if branch.kind == "boolean":
+        return compare(_number_of_boolean(branch.value), number)
+    if branch.kind == "string":
+        return func.coalesce(compare(js_number(branch.value), number), False)
+    raise _unsupported(f"'{op}' on a list")
 
 
 def _loose_equal_branch(branch: Branch, constant: Any) -> Condition:
@@ -427,7 +472,7 @@ def _unsupported(what: str) -> RuleError:
 class _SqlCompiler:
     """Compiles one rule; ``present`` are fields known to be non-null here (see :meth:`_conjuncts`)."""
 
-    def __init__(self, columns: Mapping[str, Any], now: float, present: frozenset[str] = frozenset()) -> None:
+    def __init__(self, columns: Mapping[str, Any], now: float | _Clock, present: frozenset[str] = frozenset()) -> None:
         self.columns = columns
         self.now = now
         self.present = present
@@ -451,6 +496,8 @@ class _SqlCompiler:
                 values = [self.value(arg, child_path(here, i)) for i, arg in enumerate(args)]
                 if any(isinstance(v, Field) for v in values):
                     raise RuleError.at(here, f"'{op}' on a field is not supported in segment rules")
+                if any(isinstance(v, _Clock) for v in values):
+                    return _clock_arithmetic(op, values)
                 return (
                     js.subtract(*values)
                     if op == "-" and len(values) == 2
@@ -467,7 +514,7 @@ class _SqlCompiler:
     def _var(self, args: list, path: str) -> Value:
         name = args[0] if args else None
         if name == "now":
-            return self.now
+            return self.now  # a number, or a _Clock
         if not isinstance(name, str):
             raise RuleError.at(path, "a segment rule names its fields with literal strings")
         field = self.field(name, path)
@@ -542,7 +589,7 @@ class _SqlCompiler:
     def truthy(self, value: Value) -> Condition:
         if isinstance(value, Field):
             return _over_branches(value, _truthy_branch)
-        return js.truthy(value)
+        return js.truthy(_known(value))
 
     def _if(self, args: list, at: list[str]) -> Condition:
         if not args:
@@ -559,8 +606,9 @@ class _SqlCompiler:
         if isinstance(left, Field) and isinstance(right, Field):
             raise RuleError.at(path, "comparing two fields is not supported in segment rules")
         if not isinstance(left, Field) and not isinstance(right, Field):
+            left, right = _known(left), _known(right)
             return js.strict_equals(left, right) if strict else js.loose_equals(left, right)
-        field, constant = (left, right) if isinstance(left, Field) else (right, left)
+        field, constant = (left, _known(right)) if isinstance(left, Field) else (right, _known(left))
         branch_op = _strict_equal_branch if strict else _loose_equal_branch
         return _over_branches(field, lambda branch: branch_op(branch, constant))
 
@@ -568,12 +616,14 @@ class _SqlCompiler:
         if isinstance(left, Field) and isinstance(right, Field):
             raise RuleError.at(path, "comparing two fields is not supported in segment rules")
         if not isinstance(left, Field) and not isinstance(right, Field):
-            return _JS_COMPARE[op](left, right)
+            return _JS_COMPARE[op](_known(left), _known(right))
         if isinstance(right, Field):
             left, op, right = right, _FLIPPED[op], left
         return _over_branches(left, lambda branch: _compare_branch(branch, op, right))
 
     def _in(self, needle: Value, haystack: Value, path: str) -> Condition:
+        needle = needle if isinstance(needle, Field) else _known(needle)
+        haystack = haystack if isinstance(haystack, Field) else _known(haystack)
         if isinstance(needle, Field) and isinstance(haystack, Field):
             raise RuleError.at(path, "'in' between two fields is not supported in segment rules")
         if isinstance(haystack, Field):
@@ -646,11 +696,27 @@ def _non_null_where(node: Any, *, truthy: bool) -> frozenset[str]:
     return frozenset(name for name in names if (spec := lookup(name)) is not None and spec.type in _NULLABLE)
 
 
-def rule_to_sql(rule: Any, columns: Mapping[str, Any], *, now: float) -> ColumnElement[bool]:
+def _clock_arithmetic(op: str, values: list[Any]) -> _Clock:
+    """``now - N`` or ``now + N`` (the time arithmetic segment rules allow), as JavaScript computes it."""
+    if len(values) == 2 and isinstance(values[0], _Clock):
+        clock, amount = values
+        if js.is_number(amount) and abs(amount) <= _LARGEST_OFFSET:
+            seconds = bindparam(None, float(amount), Double())
+            return _Clock(clock.sql - seconds if op == "-" else clock.sql + seconds)  # 0 + now + N: exact first step
+    raise InstantRequired(f"'{op}' on now other than now - N or now + N needs now's value")
+
+
+def rule_to_sql(rule: Any, columns: Mapping[str, Any], *, now: float | ColumnElement[float]) -> ColumnElement[bool]:
     """A SQL condition that holds for exactly the rows whose evaluation view the rule matches.
 
     ``columns`` maps each field of the evaluation view (``contact_view_columns()`` of the storage
     layer) to its column; ``now`` is the evaluation instant, in epoch seconds.  Raises
     :class:`RuleError` for anything segment rules do not allow.
+
+    ``now`` may instead be a SQL expression (a bound parameter, say): the condition then holds at
+    whatever instant it takes when the statement runs, so a statement built once serves every
+    instant.  A rule that uses the clock other than comparing a field with ``now`` or ``now ± N``
+    (which a valid segment rule never does) raises :class:`InstantRequired`.
     """
-    return _sql(_SqlCompiler(columns, now).condition(rule))
+    clock = now if isinstance(now, int | float) else _Clock(now)
+    return _sql(_SqlCompiler(columns, clock).condition(rule))

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from itertools import count
 from typing import Any
 
-from sqlalchemy import Text, cast, select
+from sqlalchemy import Text, bindparam, cast, select
 from sqlalchemy.orm import Session
 
 from ..storage import EventCause, Segment, pending_changes
@@ -133,6 +133,15 @@ _segments_seen: OrderedDict[str, tuple[tuple[Any, ...], list[Segment]]] = Ordere
 _segments_lock = threading.Lock()
 
 
+_SEGMENT_ROWS = (
+    select(Segment.id, Segment.rule_version, cast(Segment.rule, Text))
+    .where(Segment.workspace_id == bindparam("workspace_id"))
+    .order_by(Segment.id)
+    .with_for_update(read=True)
+)
+"""A workspace's segment rows, share-locked (built once: it runs for every evaluation)."""
+
+
 def workspace_segments(session: Session, workspace_id: str) -> Sequence[Segment]:
     """The workspace's segments, oldest first, as far as evaluating contacts goes: id, rule
     version and rule (detached objects, for reading only).
@@ -145,14 +154,7 @@ def workspace_segments(session: Session, workspace_id: str) -> Sequence[Segment]
     :func:`queries.list_segments` gives, and like it with ``share_lock``: the rows stay
     share-locked until the transaction ends (see :func:`.membership.evaluate_contacts`).
     """
-    rows = tuple(
-        session.execute(
-            select(Segment.id, Segment.rule_version, cast(Segment.rule, Text))
-            .where(Segment.workspace_id == workspace_id)
-            .order_by(Segment.id)
-            .with_for_update(read=True)
-        ).tuples()
-    )
+    rows = tuple(session.execute(_SEGMENT_ROWS, {"workspace_id": workspace_id}).tuples())
     with _segments_lock:
         seen = _segments_seen.get(workspace_id)
         if seen is not None and seen[0] == rows:

@@ -54,6 +54,8 @@ class CompiledSegment:
     uses_now: bool
     thresholds: frozenset[TimeThreshold]
     """The rule's comparisons of a timestamp with ``now`` (see :func:`time_thresholds`)."""
+    rule_text: str
+    """The rule as canonical JSON (sorted keys)."""
 
 
 @lru_cache(maxsize=4096)
@@ -62,7 +64,7 @@ def _compiled(segment_id: int, rule_version: int, rule_text: str) -> CompiledSeg
     reads = frozenset(name.partition(".")[0] for name in fields_read(rule))  # custom_fields.x -> custom_fields
     uses_now = depends_on_now(rule)
     thresholds = time_thresholds(rule) if uses_now else frozenset()
-    return CompiledSegment(segment_id, rule_version, compile_predicate(rule), reads, uses_now, thresholds)
+    return CompiledSegment(segment_id, rule_version, compile_predicate(rule), reads, uses_now, thresholds, rule_text)
 
 
 def compiled_segment(segment: Segment) -> CompiledSegment:

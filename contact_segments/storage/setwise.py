@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -117,12 +117,12 @@ def _append_events_sql(
     return insert(_events).from_select(columns, rows, include_defaults=False).cte("events")  # attempts: 0
 
 
-def _stamped_versions(changed: Any, stamp: EventStamp) -> ColumnElement[int]:
-    """The rule version each row of ``changed`` names, from ``stamp`` (a ``CASE`` on its segment):
-    for a statement built per call.  :func:`_diff_statement`, built once, takes the versions as
-    one JSONB parameter instead."""
+def _stamped_versions(changed: Any, versions: Mapping[int, int]) -> ColumnElement[int]:
+    """The rule version each row of ``changed`` names, from ``versions`` (a ``CASE`` on its
+    segment): for a statement whose segments are fixed.  :func:`_diff_statement`, built once for
+    any segments, takes the versions as one JSONB parameter instead."""
     return case(
-        *((changed.c.segment_id == segment_id, literal(version)) for segment_id, version in stamp.rule_versions.items()),
+        *((changed.c.segment_id == segment_id, literal(version)) for segment_id, version in versions.items()),
         else_=null(),
     )
 
@@ -216,7 +216,7 @@ def _compared(
 
 
 def _comparison(
-    segment_id: int, workspace_id: str, condition: ColumnElement[bool], among: list[ColumnElement[bool]]
+    segment_id: int, workspace_id: str | ColumnElement[str], condition: ColumnElement[bool], among: list[ColumnElement[bool]]
 ) -> Select[Any]:
     """The contacts satisfying ``among``: ``id``, whether each ``matches`` the condition (null
     counting as false, as in a ``WHERE``) and whether it ``is_member`` of the segment.
@@ -344,7 +344,7 @@ def _reconcile_postgresql(
                     changed,
                     workspace_id=literal(workspace_id),
                     cause=literal(events.cause),
-                    rule_version=_stamped_versions(changed, events),
+                    rule_version=_stamped_versions(changed, events.rule_versions),
                     occurred_at=literal(events.occurred_at),
                     order_by=[changed.c.rank, changed.c.contact_id.collate("C")],
                 )
@@ -483,40 +483,127 @@ def _diff_statement(on_conflict: bool) -> Any:
     return select(ins.c.s, ins.c.c, outs.c.s, outs.c.c).select_from(ins.join(outs, true())).add_cte(in_order)
 
 
+NOW = bindparam("now", type_=Double())
+"""The instant a statement built once runs at (:class:`WindowFlips`): a rule compiled with
+``now=NOW`` (:func:`~..rules.rule_to_sql`) holds at whatever value the statement is given."""
+
+START = bindparam("start", type_=Double())
+"""The instant a :class:`WindowFlips` window starts after (its memberships were right then)."""
+
+_WORKSPACE = bindparam("workspace_id", type_=Text())
+
+
 @dataclass(frozen=True)
 class Window:
-    """A segment whose memberships may be out of date among some contacts (a tick's work)."""
+    """A segment whose memberships may be out of date among some contacts between the instants
+    :data:`START` and :data:`NOW` (a tick's work), in terms of those two parameters."""
 
     segment_id: int
+    rule_version: int
     condition: ColumnElement[bool]
-    """The segment's rule as SQL, at the instant the memberships must be right for."""
+    """The segment's rule as SQL at :data:`NOW`."""
     among: ColumnElement[bool]
-    """The contacts to compare: a condition on ``contacts`` (index ranges of a timestamp)."""
+    """The contacts to compare: a condition on ``contacts`` (index ranges of a timestamp, their
+    ends :data:`START` and :data:`NOW` plus a rule's offset)."""
 
 
 WINDOWS_PER_STATEMENT = 100
-"""Windows :func:`window_flips` compares per statement (SQLite takes at most 500 terms in a
-``UNION ALL``, and a workspace has at most 500 segments)."""
+"""Windows a comparison reads per statement on SQLite, which takes at most 500 terms in a
+``UNION ALL`` (a workspace has at most 500 segments)."""
 
 
-def window_flips(
-    session: Session, workspace_id: str, windows: Sequence[Window]
-) -> tuple[int, list[tuple[int, str]], list[tuple[int, str]]]:
-    """How many contacts the windows hold (a contact counts once per window), and the
-    ``(segment_id, contact_id)`` pairs whose membership disagrees with the condition: those
-    to enter, and those to exit, each sorted.  Read-only: one statement for all the windows (up
-    to :data:`WINDOWS_PER_STATEMENT`), each window's contacts read by index range, each
-    membership looked up by key (:func:`_comparison`); a row of three narrow columns per
-    contact and window."""
-    rows: list[Any] = []
-    for chunk in batched(windows, WINDOWS_PER_STATEMENT):
-        compared = union_all(
-            *(_comparison(w.segment_id, workspace_id, w.condition, [w.among]).add_columns(literal(w.segment_id)) for w in chunk)
+class WindowFlips:
+    """Applies the flips of some windows between two instants: built once for a set of windows,
+    run at any ``(start, now]``.
+
+    Its statements are built on first use and kept, their values all parameters, so a run costs
+    what executing them costs: no SQL is built, and SQLAlchemy finds their compiled form by
+    identity.  On PostgreSQL a run is one statement: each window's contacts read by index range
+    and compared with the rule, each membership looked up by key, all windows in one ``UNION
+    ALL``; the flips written from it, their events built from the ``RETURNING`` rows (in contact
+    id order, then segment id).  Elsewhere the comparison is read (:data:`WINDOWS_PER_STATEMENT`
+    windows a statement), then written by :func:`write_membership_diff`.
+    """
+
+    def __init__(self, windows: Sequence[Window], *, cause: str) -> None:
+        self.windows = tuple(windows)
+        self.cause = cause
+
+    def apply(self, session: Session, workspace_id: str, *, start: float, now: float) -> tuple[int, int, int]:
+        """Bring the windows' memberships in line with their rules at ``now`` (they were right at
+        ``start``, an earlier instant), each flip with an
+        event at ``now``; return how many contacts the windows hold (a contact counts once per
+        window), how many entered and how many exited.
+
+        The caller must be the only writer of these memberships (a tick holds its workspace row
+        for update, and every other writer share-locks it first): the inserts have no ``ON
+        CONFLICT``, and were the protocol ever broken, the unique key would fail the transaction.
+        """
+        if not start < now:
+            raise ValueError(f"a window runs from one instant to a later one, not from {start} to {now}")
+        parameters = {"workspace_id": workspace_id, "start": start, "now": now}
+        if session.get_bind().dialect.name == "postgresql":
+            candidates, entered, exited = session.execute(self._postgresql, parameters).one()
+            return candidates, entered, exited
+        rows: list[Any] = []
+        for comparison in self._comparisons:
+            rows += session.execute(comparison, parameters).all()
+        enter = [(segment_id, contact_id) for contact_id, matches, is_member, segment_id in rows if matches and not is_member]
+        leave = [(segment_id, contact_id) for contact_id, matches, is_member, segment_id in rows if is_member and not matches]
+        versions = {window.segment_id: window.rule_version for window in self.windows}
+        stamp = EventStamp(self.cause, now, versions)
+        added, removed = write_membership_diff(session, workspace_id, enter, leave, since=now, events=stamp, exclusive=True)
+        return len(rows), len(added), len(removed)
+
+    def _compared(self, windows: Sequence[Window]) -> Any:
+        """``id, matches, is_member, segment_id`` of each window's contacts (:func:`_comparison`)."""
+        return union_all(
+            *(
+                _comparison(w.segment_id, _WORKSPACE, w.condition, [w.among]).add_columns(literal(w.segment_id).label("segment_id"))
+                for w in windows
+            )
         )
-        rows += session.execute(compared).all()
-    enter = sorted((segment_id, contact_id) for contact_id, matches, is_member, segment_id in rows if matches and not is_member)
-    leave = sorted((segment_id, contact_id) for contact_id, matches, is_member, segment_id in rows if is_member and not matches)
-    return len(rows), enter, leave
+
+    @cached_property
+    def _comparisons(self) -> list[Any]:
+        return [self._compared(chunk) for chunk in batched(self.windows, WINDOWS_PER_STATEMENT)]
+
+    @cached_property
+    def _postgresql(self) -> Any:
+        """``WITH compared AS MATERIALIZED (...), flips AS (...), entered AS (INSERT ...
+        RETURNING), exited AS (DELETE ... RETURNING), events AS (INSERT ...) SELECT`` the
+        number of contacts compared, entered and exited."""
+        member = _memberships.c
+        compared = self._compared(self.windows).cte("compared").prefix_with("MATERIALIZED")
+        flips = (
+            select(compared.c.segment_id, compared.c.id, compared.c.matches)
+            .where(compared.c.matches != compared.c.is_member)
+            .cte("flips")
+        )
+        entered = _entered(select(flips.c.segment_id, flips.c.id, _WORKSPACE, NOW).where(flips.c.matches), on_conflict=False)
+        exited = (
+            delete(_memberships)
+            .where(member.segment_id == flips.c.segment_id, member.contact_id == flips.c.id, ~flips.c.matches)
+            .returning(member.segment_id, member.contact_id)
+            .cte("exited")
+        )
+        changed = union_all(
+            select(entered.c.segment_id, entered.c.contact_id, literal(EventKind.ENTERED.value).label("kind")),
+            select(exited.c.segment_id, exited.c.contact_id, literal(EventKind.EXITED.value)),
+        ).subquery("changed")
+        events = _append_events_sql(
+            changed,
+            workspace_id=_WORKSPACE,
+            cause=literal(self.cause),
+            rule_version=_stamped_versions(changed, {w.segment_id: w.rule_version for w in self.windows}),
+            occurred_at=NOW,
+            order_by=[changed.c.contact_id.collate("C"), changed.c.segment_id],
+        )
+
+        def count(rows: Any) -> Any:
+            return select(func.count()).select_from(rows).scalar_subquery()
+
+        return select(count(compared), count(entered), count(exited)).add_cte(events)
 
 
 def membership_differences(
@@ -614,7 +701,12 @@ def contact_id_bounds(session: Session, workspace_id: str, batch_size: int) -> l
 
 
 def time_window_condition(
-    column_name: str, low: float, high: float, *, include_low: bool, with_null: bool = False
+    column_name: str,
+    low: float | ColumnElement[float],
+    high: float | ColumnElement[float],
+    *,
+    include_low: bool,
+    with_null: bool = False,
 ) -> ColumnElement[bool]:
     """Contacts whose timestamp ``column_name`` lies in ``(low, high]``, or in ``[low, high)``
     with ``include_low`` (or is null, ``with_null``): a range of the (workspace, timestamp) index."""

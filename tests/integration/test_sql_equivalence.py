@@ -35,11 +35,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
-from sqlalchemy import Dialect, Engine, Select, Table, delete, func, select
+from sqlalchemy import Dialect, Double, Engine, Select, Table, bindparam, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from contact_segments.rules import compile_predicate
-from contact_segments.rules.sql import rule_to_sql
+from contact_segments.rules.sql import InstantRequired, rule_to_sql
 from contact_segments.rules.validation import validate_segment_rule
 from contact_segments.service.snapshots import load_snapshot
 from contact_segments.storage import (
@@ -62,6 +62,9 @@ EXAMPLES = int(
     )
 )
 RULES_PER_EXAMPLE = 12
+
+NOW_PARAMETER = bindparam("now", type_=Double())
+"""``now`` as SQL: a condition compiled with it holds at whatever instant the statement is given."""
 
 CONTACTS: Table = Contact.__table__  # type: ignore[assignment]
 WORKSPACES: Table = Workspace.__table__  # type: ignore[assignment]
@@ -143,19 +146,29 @@ class Harness:
         )
 
     def evaluate_parts(
-        self, session: Session, workspace_id: str, views: dict[str, Any], rules: list[Any], *, now: float
+        self,
+        session: Session,
+        workspace_id: str,
+        views: dict[str, Any],
+        rules: list[Any],
+        *,
+        now: float,
+        now_in_sql: bool = False,
     ) -> list[tuple[Any, Outcome]]:
         """Every condition inside the rules (each ``and``, ``!``, comparison, ...) on its own.
 
         A wrong leaf deep in a rule is often masked by the rest of it; checked on its own, it shows.
         All of them go in one statement, a column each (the SELECT-list context, where SQLite
         computes both sides of every AND and OR), so this costs one query per example.
+
+        ``now_in_sql``: compile each part with ``now`` a bound parameter (:data:`NOW_PARAMETER`),
+        and run the statement with ``now`` as its value.
         """
         parts = list({_json(part): part for rule in rules for part in _parts(rule)}.values())
-        conditions = [rule_to_sql(part, self.columns, now=now) for part in parts]
+        conditions = [rule_to_sql(part, self.columns, now=NOW_PARAMETER if now_in_sql else now) for part in parts]
         scope = CONTACTS.c.workspace_id == workspace_id
         statement = select(CONTACTS.c.id, *(c.label(f"c{i}") for i, c in enumerate(conditions))).where(scope)
-        rows = session.execute(statement).all()
+        rows = session.execute(statement, {"now": now} if now_in_sql else {}).all()
         outcomes = []
         for index, (part, condition) in enumerate(zip(parts, conditions, strict=True)):
             predicate = compile_predicate(part)
@@ -265,6 +278,46 @@ def test_sql_selects_what_the_python_predicate_selects(
             assert_agree(rule, now, views, harness.evaluate(session, workspace_id, views, rule, now=now))
         for part, outcome in harness.evaluate_parts(session, workspace_id, views, rules, now=now):
             assert_agree(part, now, views, outcome)
+
+
+@settings(
+    max_examples=EXAMPLES // 2,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(example=examples())
+def test_with_now_in_sql_one_condition_selects_right_at_every_instant(
+    harness: Harness, example: tuple[float, list[dict[str, Any]], list[Any]]
+) -> None:
+    """``rule_to_sql(..., now=<a bound parameter>)``: every valid rule compiles so (none raises
+    InstantRequired), and the condition, compiled without knowing the instant, selects what the
+    Python predicate selects at the instant the contacts were made around and at the others."""
+    now, contacts, rules = example
+    with harness.workspace(contacts, now=now) as workspace_id, harness.sessions() as session:
+        views = harness.views(session, workspace_id)
+        for instant in [now, *(n for n in NOWS if n != now)]:
+            parts = harness.evaluate_parts(session, workspace_id, views, rules, now=instant, now_in_sql=True)
+            for part, outcome in parts:
+                assert_agree(part, instant, views, outcome)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"==": [{"var": "now"}, 5]},  # equality folds on the value
+        {"<": [{"var": "now"}, 5]},  # so does a comparison with a constant
+        {"!!": [{"var": "now"}]},  # and truthiness
+        {"in": [{"var": "now"}, [1, 2]]},
+        {"<": [{"var": "created_at"}, {"-": [5, {"var": "now"}]}]},  # not now - N
+        {"<": [{"var": "created_at"}, {"-": [{"var": "now"}, 1e300]}]},  # would overflow a double
+    ],
+)
+def test_rules_that_need_the_instant_say_so_with_now_in_sql(rule: Any) -> None:
+    """Outside what segment rules allow, a use of ``now`` that only its value can fold raises
+    InstantRequired with ``now`` in SQL; given the instant, the same rule compiles."""
+    with pytest.raises(InstantRequired):
+        rule_to_sql(rule, contact_view_columns(), now=NOW_PARAMETER)
+    rule_to_sql(rule, contact_view_columns(), now=T0)
 
 
 @settings(max_examples=200, deadline=None)

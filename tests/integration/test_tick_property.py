@@ -4,6 +4,7 @@ ticks, with contacts placed right at the thresholds."""
 
 from __future__ import annotations
 
+import importlib
 from datetime import UTC, datetime
 
 import pytest
@@ -31,6 +32,16 @@ RULES = {
     },
     "between 1d and 2d ago": {
         "<": [{"-": [{"var": "now"}, 2 * DAY]}, {"var": "created_at"}, {"-": [{"var": "now"}, DAY]}]
+    },
+    # Null compares as 0: no contact is a member at START, and the null ones are from then on (the
+    # first tick's window holds 0, so it reads the nulls too).
+    "before now - START": {"<": [{"var": "created_at"}, {"-": [{"var": "now"}, START]}]},
+    # An offset beyond what now in SQL takes: the tick reconciles such a segment over everyone.
+    "created <7d, and after now - 2e15 s": {
+        "and": [
+            {">": [{"var": "created_at"}, {"-": [{"var": "now"}, 7 * DAY]}]},
+            {">": [{"var": "created_at"}, {"-": [{"var": "now"}, 2 * 10**15]}]},
+        ]
     },
 }
 
@@ -97,3 +108,14 @@ def _views(uow: UnitOfWork) -> dict[str, dict]:
 def _members(uow: UnitOfWork, segment_id: int) -> set[str]:
     with uow:
         return set(uow.session.scalars(select(Membership.contact_id).where(Membership.segment_id == segment_id)))
+
+
+def test_a_tick_builds_its_statement_once_for_the_same_segments(engine: Engine) -> None:
+    """The tick's SQL is built for a set of segments and kept: later ticks only run it."""
+    uow, _ = workspace_with_segments(engine, {"created <7d": RULES["created <7d"]}, now=START)
+    _reset(uow)
+    cached = importlib.import_module("contact_segments.service.tick")._window_flips
+    cached.cache_clear()
+    results = [service.tick(uow, "ws", now=START + k * 60) for k in range(1, 5)]
+    assert [r.skipped for r in results] == [False] * 4
+    assert (cached.cache_info().misses, cached.cache_info().hits) == (1, 3)
