@@ -181,8 +181,7 @@ def evaluate_contacts(
     versions = {c.id: c.rule_version for c in compiled}
     # Only the columns these rules read (``reads`` is complete: it also decides which changes
     # re-evaluate a segment at all).
-    views = q.load_contact_views(session, workspace_id, ids, fields=frozenset().union(*(c.reads for c in compiled)))
-    current = q.memberships_of(session, workspace_id, ids)
+    views, current = q.evaluation_state(session, workspace_id, ids, fields=frozenset().union(*(c.reads for c in compiled)))
     to_enter: list[tuple[int, str]] = []
     to_exit: list[tuple[int, str]] = []
     for contact_id in ids:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from marshmallow import ValidationError
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import ColumnElement, bindparam, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from ..rules import RuleError
@@ -152,10 +152,14 @@ def evaluation_instant(uow: UnitOfWork, workspace_id: str, now: float) -> float:
     (which locks the row to move its watermark) never runs in the middle of an evaluation: an
     evaluation that began before a tick cannot undo a flip the tick applied.
     """
-    workspace = uow.session.scalar(select(Workspace).where(Workspace.id == workspace_id).with_for_update(read=True))
+    workspace = uow.session.execute(_LAST_TICK, {"workspace_id": workspace_id}).first()
     if workspace is None:
         raise NotFound("workspace", workspace_id)
     return max(now, workspace.last_tick_at or now)
+
+
+_LAST_TICK = select(Workspace.last_tick_at).where(Workspace.id == bindparam("workspace_id")).with_for_update(read=True)
+"""The workspace's last tick, its row share-locked (built once: every evaluation runs it)."""
 
 
 def get_segment(uow: UnitOfWork, workspace_id: str, segment_id: Any, *, lock: bool = False) -> Segment:

@@ -38,6 +38,7 @@ from contact_segments.storage import (
     delete_contacts,
     downgrade,
     ensure_workspace,
+    evaluation_state,
     fetch_undelivered_events,
     head_revision,
     is_duplicate_segment_name,
@@ -427,6 +428,26 @@ def test_memberships_report_what_actually_changed(session: Session) -> None:
     assert sorted(remove_memberships(session, [(a, "c1"), (a, "c3")])) == [(a, "c1")]
     assert remove_memberships(session, [(a, "c1")]) == []
     assert member_counts(session, WS) == {a: 1, b: 2}
+
+
+def test_what_an_evaluation_reads_is_the_views_and_the_memberships(session: Session) -> None:
+    """``evaluation_state`` (one statement on PostgreSQL) gives what ``load_contact_views`` and
+    ``memberships_of`` give: for stored contacts, members or not; for a contact no longer stored
+    that still has memberships; for an unknown id; in another workspace; for any set of fields."""
+    a, b = create_segment(session, "A").id, create_segment(session, "B").id
+    ensure_workspace(session, "other", name="Other", now=NOW)
+    upsert_contacts(session, WS, [snapshot(f"c{n}", 1, country=f"C{n}", tags=["t"] * (n % 2)) for n in range(6)], now=NOW)
+    upsert_contacts(session, "other", [snapshot("c1", 1, country="X")], now=NOW)
+    add_memberships(session, WS, [(a, "c1"), (b, "c1"), (a, "c2"), (b, "gone")], since=NOW)
+    session.flush()
+    ids = ["c0", "c1", "c2", "c5", "gone", "unknown"]
+    field_sets = [None, {"country"}, {"tags", "custom_fields", "created_at"}, set()]
+    for fields in field_sets:
+        expected = (load_contact_views(session, WS, ids, fields=fields), memberships_of(session, WS, ids))
+        assert evaluation_state(session, WS, ids, fields=fields) == expected, fields
+    assert evaluation_state(session, WS, ids)[1]["gone"] == {b}  # what an evaluation takes out
+    assert evaluation_state(session, "other", ids)[0].keys() == {"c1"}
+    assert evaluation_state(session, WS, []) == ({}, {})
 
 
 def test_concurrent_adds_of_a_membership_report_it_once(session: Session, db_url: str) -> None:
