@@ -236,7 +236,8 @@ class _Clock:
 
 
 _LARGEST_OFFSET = 1e15
-"""Seconds added to or taken from a SQL ``now`` at most (31 million years): no double overflows."""
+"""Seconds added to or taken from a SQL ``now`` at most (31 million years).  SQL computes ``now
+± N`` in doubles, Python in ints when both are ints; below this bound (and 2**53) the two agree."""
 
 
 class InstantRequired(Exception):
@@ -244,9 +245,14 @@ class InstantRequired(Exception):
     instant's value: :func:`rule_to_sql` with a SQL ``now`` cannot compile it."""
 
 
+def _holds_clock(value: Any) -> bool:
+    """Whether ``value`` is a :class:`_Clock` or a list holding one, at any depth."""
+    return isinstance(value, _Clock) or (type(value) is list and any(_holds_clock(item) for item in value))
+
+
 def _known(value: Any) -> Any:
     """``value``, which a fold is about to use: never a :class:`_Clock`, nor a list holding one."""
-    if isinstance(value, _Clock) or (type(value) is list and any(isinstance(item, _Clock) for item in value)):
+    if _holds_clock(value):
         raise InstantRequired("'now' is used other than compared with a field, so its value is needed")
     return value
 
@@ -496,7 +502,7 @@ class _SqlCompiler:
                 values = [self.value(arg, child_path(here, i)) for i, arg in enumerate(args)]
                 if any(isinstance(v, Field) for v in values):
                     raise RuleError.at(here, f"'{op}' on a field is not supported in segment rules")
-                if any(isinstance(v, _Clock) for v in values):
+                if any(_holds_clock(v) for v in values):
                     return _clock_arithmetic(op, values)
                 return (
                     js.subtract(*values)
@@ -713,10 +719,15 @@ def rule_to_sql(rule: Any, columns: Mapping[str, Any], *, now: float | ColumnEle
     layer) to its column; ``now`` is the evaluation instant, in epoch seconds.  Raises
     :class:`RuleError` for anything segment rules do not allow.
 
-    ``now`` may instead be a SQL expression (a bound parameter, say): the condition then holds at
-    whatever instant it takes when the statement runs, so a statement built once serves every
-    instant.  A rule that uses the clock other than comparing a field with ``now`` or ``now ± N``
+    ``now`` may instead be a SQL expression (a bound parameter, say), never NULL: the condition
+    then holds at whatever instant it takes when the statement runs, so a statement built once
+    serves every instant.  A rule that uses the clock other than comparing a field with ``now`` or ``now ± N``
     (which a valid segment rule never does) raises :class:`InstantRequired`.
     """
-    clock = now if isinstance(now, int | float) else _Clock(now)
+    if isinstance(now, ColumnElement):
+        clock: float | _Clock = _Clock(now)
+    elif isinstance(now, int | float) and not isinstance(now, bool):
+        clock = now
+    else:
+        raise TypeError(f"now is epoch seconds or a SQL expression, not {now!r}")
     return _sql(_SqlCompiler(columns, clock).condition(rule))

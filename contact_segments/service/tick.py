@@ -32,7 +32,7 @@ from functools import lru_cache
 
 from sqlalchemy import ColumnElement, or_
 
-from ..rules import InstantRequired, rule_to_sql
+from ..rules import InstantRequired, TimeThreshold, rule_to_sql
 from ..storage import EventCause, contact_view_columns, setwise
 from ..storage import queries as q
 from .commands import DeliverEvents
@@ -61,16 +61,16 @@ def tick(uow: UnitOfWork, workspace_id: str, *, now: float) -> TickResult:
             get_workspace(uow, workspace_id)  # an unknown workspace is an error, not "nothing to do"
             return TickResult(workspace_id, None, now, 0, 0, 0, skipped=True)
         diff = Diff()
-        windowed: list[tuple[CompiledSegment, tuple[bool, ...]]] = []
+        windowed: list[_Windowed] = []
         for segment in workspace_segments(uow.session, workspace_id):
             compiled = compiled_segment(segment)  # cached per rule version
             if not compiled.uses_now:
                 continue
-            if window.start is None or _rule_at_now_parameter(compiled) is None:
+            if window.start is None or not compiled.thresholds or _rule_at_now_parameter(compiled.rule_text) is None:
                 # No watermark yet, or no index window: reconcile everyone.
                 diff.extend(rebuild_batch(uow.session, segment, after=None, upto=None, now=now, cause=EventCause.TIME_PASSED))
                 continue
-            windowed.append((compiled, _with_nulls(compiled, window.start, now)))
+            windowed.append(_Windowed.of(compiled, window.start, now))
         candidates = entered = exited = 0
         if windowed:
             # Their only writer: this transaction holds the workspace row, which every other one share-locks first.
@@ -84,43 +84,61 @@ def tick(uow: UnitOfWork, workspace_id: str, *, now: float) -> TickResult:
     )
 
 
-@lru_cache(maxsize=4096)
-def _rule_at_now_parameter(segment: CompiledSegment) -> ColumnElement[bool] | None:
-    """The segment's rule as SQL at :data:`setwise.NOW`; None if the rule has no index window,
-    or if its SQL needs the instant's value (a valid segment rule never does, unless it adds
-    more than 10**15 seconds to ``now``)."""
-    if not segment.thresholds:
-        return None
-    try:
-        return rule_to_sql(json.loads(segment.rule_text), contact_view_columns(), now=setwise.NOW)
-    except InstantRequired:
-        return None
+@dataclass(frozen=True)
+class _Windowed:
+    """A segment the tick compares in the windows of its time thresholds: what its part of the
+    tick's statement is built from, and so the statement's cache key."""
 
+    segment_id: int
+    rule_version: int
+    rule_text: str
+    thresholds: tuple[TimeThreshold, ...]
+    with_nulls: tuple[bool, ...]
+    """Per threshold, whether its window holds a null timestamp (JavaScript compares null as
+    0: only for a window near the epoch)."""
 
-def _with_nulls(segment: CompiledSegment, start: float, now: float) -> tuple[bool, ...]:
-    """For each of the rule's time thresholds (sorted), whether its window between ``start``
-    and ``now`` holds a null timestamp (JavaScript compares null as 0: only near the epoch)."""
-    return tuple(threshold.window(start, now).contains(None) for threshold in sorted(segment.thresholds))
+    @classmethod
+    def of(cls, segment: CompiledSegment, start: float, now: float) -> _Windowed:
+        thresholds = tuple(sorted(segment.thresholds))
+        with_nulls = tuple(threshold.window(start, now).contains(None) for threshold in thresholds)
+        return cls(segment.id, segment.rule_version, segment.rule_text, thresholds, with_nulls)
 
-
-@lru_cache(maxsize=512)
-def _window_flips(windowed: tuple[tuple[CompiledSegment, tuple[bool, ...]], ...]) -> setwise.WindowFlips:
-    """The tick's statements for these segments (each with :func:`_with_nulls`), built once:
-    each segment's contacts in the windows of its thresholds between :data:`setwise.START` and
-    :data:`setwise.NOW` (:meth:`TimeThreshold.window`, in SQL), compared with its rule there."""
-    windows = []
-    for segment, with_nulls in windowed:
-        thresholds = sorted(segment.thresholds)
+    def window(self) -> setwise.Window:
+        """The segment's :class:`setwise.Window` between :data:`setwise.START` and
+        :data:`setwise.NOW`: the contacts in the windows of its thresholds
+        (:meth:`TimeThreshold.window`, in SQL), compared with its rule there."""
         among = or_(
             *(
                 setwise.time_window_condition(
                     threshold.field, setwise.START + threshold.offset, setwise.NOW + threshold.offset,
                     include_low=threshold.low_inclusive, with_null=with_null,
                 )  # fmt: skip
-                for threshold, with_null in zip(thresholds, with_nulls, strict=True)
+                for threshold, with_null in zip(self.thresholds, self.with_nulls, strict=True)
             )
         )
-        condition = _rule_at_now_parameter(segment)
-        assert condition is not None  # the tick windows only such segments
-        windows.append(setwise.Window(segment.id, segment.rule_version, condition, among))
-    return setwise.WindowFlips(windows, cause=EventCause.TIME_PASSED.value)
+        condition = _rule_at_now_parameter(self.rule_text)
+        if condition is None:
+            raise ValueError(f"segment {self.segment_id}: its rule's SQL needs the instant, it has no window")
+        return setwise.Window(self.segment_id, self.rule_version, condition, among)
+
+
+@lru_cache(maxsize=4096)
+def _rule_at_now_parameter(rule_text: str) -> ColumnElement[bool] | None:
+    """The rule as SQL at :data:`setwise.NOW`; None if its SQL needs the instant's value (a
+    valid segment rule never does, unless it adds more than 10**15 seconds to ``now``)."""
+    try:
+        return rule_to_sql(json.loads(rule_text), contact_view_columns(), now=setwise.NOW)
+    except InstantRequired:
+        return None
+
+
+WINDOW_FLIPS_CACHED = 4096
+"""Sets of segments whose tick statements a process keeps (about one per workspace it ticks).
+Beyond that, and beyond SQLAlchemy's own cache of compiled statements (an engine's
+``query_cache_size``), a tick builds and compiles its statement again: right, only slower."""
+
+
+@lru_cache(maxsize=WINDOW_FLIPS_CACHED)
+def _window_flips(windowed: tuple[_Windowed, ...]) -> setwise.WindowFlips:
+    """The tick's statements for these segments, built once."""
+    return setwise.WindowFlips([segment.window() for segment in windowed], cause=EventCause.TIME_PASSED.value)

@@ -309,7 +309,9 @@ def test_with_now_in_sql_one_condition_selects_right_at_every_instant(
         {"!!": [{"var": "now"}]},  # and truthiness
         {"in": [{"var": "now"}, [1, 2]]},
         {"<": [{"var": "created_at"}, {"-": [5, {"var": "now"}]}]},  # not now - N
-        {"<": [{"var": "created_at"}, {"-": [{"var": "now"}, 1e300]}]},  # would overflow a double
+        {"<": [{"var": "created_at"}, {"-": [{"var": "now"}, 1e300]}]},  # beyond what now in SQL takes
+        {"in": [[[{"var": "now"}]], {"var": "email"}]},  # a clock deep in a list
+        {"<": [{"var": "created_at"}, {"+": [[{"var": "now"}], 5]}]},
     ],
 )
 def test_rules_that_need_the_instant_say_so_with_now_in_sql(rule: Any) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, delete, select
 from contact_segments import service
 from contact_segments.rules import compile_predicate
 from contact_segments.service import UnitOfWork
-from contact_segments.storage import Contact, Membership, Workspace, queries
+from contact_segments.storage import Contact, Membership, MembershipEvent, Workspace, queries
 from tests.support.workspaces import workspace_with_segments
 
 DAY = 86_400
@@ -119,3 +119,47 @@ def test_a_tick_builds_its_statement_once_for_the_same_segments(engine: Engine) 
     results = [service.tick(uow, "ws", now=START + k * 60) for k in range(1, 5)]
     assert [r.skipped for r in results] == [False] * 4
     assert (cached.cache_info().misses, cached.cache_info().hits) == (1, 3)
+
+
+def test_a_tick_after_an_edit_compares_with_the_new_rule(engine: Engine) -> None:
+    """An edited rule has a new version, so the next tick builds its statement anew: it flips by
+    the new rule, and its events name the new version."""
+    uow, ids = workspace_with_segments(engine, {"recent": RULES["created <7d"]}, now=START)
+    _reset(uow)
+    # Under the new rule ("created <3d") c1 is a member at START + 60 and leaves at START + 90.
+    service.upsert_contacts(uow, "ws", [{"id": "c1", "version": _version(), "created_at": _iso(START - 3 * DAY + 90)}], now=START)
+    service.tick(uow, "ws", now=START + 60)
+    three_days = {">": [{"var": "created_at"}, {"-": [{"var": "now"}, 3 * DAY]}]}
+    edited = service.edit_segment(uow, "ws", ids["recent"], rule=service.RuleInput(rule=three_days), now=START + 60)
+    assert _members(uow, ids["recent"]) == {"c1"}
+    result = service.tick(uow, "ws", now=START + 120)
+    assert (result.exited, _members(uow, ids["recent"])) == (1, set())
+    with uow:
+        versions = uow.session.execute(
+            select(MembershipEvent.rule_version).where(
+                MembershipEvent.segment_id == ids["recent"], MembershipEvent.cause == "time_passed"
+            )
+        ).scalars().all()
+    assert versions == [edited.rule_version] and edited.rule_version > 1
+
+
+def test_ticks_compare_more_windows_than_one_statement_holds(engine: Engine) -> None:
+    """More time-relative segments than one SQLite statement compares (WINDOWS_PER_STATEMENT):
+    each still flips exactly when its rule does."""
+    from contact_segments.storage.setwise import WINDOWS_PER_STATEMENT
+
+    rules = {
+        f"created <{k}h": {">": [{"var": "created_at"}, {"-": [{"var": "now"}, k * 3_600]}]}
+        for k in range(1, WINDOWS_PER_STATEMENT + 6)
+    }
+    uow, ids = workspace_with_segments(engine, rules, now=START)
+    _reset(uow)
+    people = [{"id": f"c{n:03d}", "version": _version(), "created_at": _iso(START - n * 1_800)} for n in range(0, 240)]
+    service.upsert_contacts(uow, "ws", people, now=START)
+    for now in (START + 3_600, START + 5 * 3_600, START + 2 * DAY + 1, START + 6 * DAY):
+        service.tick(uow, "ws", now=now)
+        views = _views(uow)
+        for name, rule in rules.items():
+            predicate = compile_predicate(rule)
+            expected = {cid for cid, view in views.items() if predicate({**view, "now": now})}
+            assert _members(uow, ids[name]) == expected, (name, now - START)
