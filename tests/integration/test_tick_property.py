@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -73,11 +74,16 @@ def test_ticks_agree_with_evaluating_everyone(workspace, people, steps) -> None:
     for gap in steps:
         now += gap
         service.tick(uow, "ws", now=now)
-        views = _views(uow)
-        for name, rule in RULES.items():
-            predicate = compile_predicate(rule)
-            expected = {cid for cid, view in views.items() if predicate({**view, "now": now})}
-            assert _members(uow, ids[name]) == expected, (name, now - START)
+        _assert_members_match(uow, RULES, ids, now)
+
+
+def _assert_members_match(uow: UnitOfWork, rules: dict[str, Any], ids: dict[str, int], now: float) -> None:
+    """Each segment's members are the contacts its rule's Python predicate matches at ``now``."""
+    views = _views(uow)
+    for name, rule in rules.items():
+        predicate = compile_predicate(rule)
+        expected = {cid for cid, view in views.items() if predicate({**view, "now": now})}
+        assert _members(uow, ids[name]) == expected, (name, now - START)
 
 
 _counter = iter(range(1, 10**9))
@@ -158,8 +164,4 @@ def test_ticks_compare_more_windows_than_one_statement_holds(engine: Engine) -> 
     service.upsert_contacts(uow, "ws", people, now=START)
     for now in (START + 3_600, START + 5 * 3_600, START + 2 * DAY + 1, START + 6 * DAY):
         service.tick(uow, "ws", now=now)
-        views = _views(uow)
-        for name, rule in rules.items():
-            predicate = compile_predicate(rule)
-            expected = {cid for cid, view in views.items() if predicate({**view, "now": now})}
-            assert _members(uow, ids[name]) == expected, (name, now - START)
+        _assert_members_match(uow, rules, ids, now)
