@@ -25,7 +25,6 @@ from collections.abc import Iterable, Sequence
 from itertools import count
 from typing import Any
 
-from sqlalchemy import Text, bindparam, cast, select
 from sqlalchemy.orm import Session
 
 from ..storage import EventCause, Segment, pending_changes
@@ -133,28 +132,25 @@ _segments_seen: OrderedDict[str, tuple[tuple[Any, ...], list[Segment]]] = Ordere
 _segments_lock = threading.Lock()
 
 
-_SEGMENT_ROWS = (
-    select(Segment.id, Segment.rule_version, cast(Segment.rule, Text))
-    .where(Segment.workspace_id == bindparam("workspace_id"))
-    .order_by(Segment.id)
-    .with_for_update(read=True)
-)
-"""A workspace's segment rows, share-locked (built once: it runs for every evaluation)."""
-
-
 def workspace_segments(session: Session, workspace_id: str) -> Sequence[Segment]:
     """The workspace's segments, oldest first, as far as evaluating contacts goes: id, rule
     version and rule (detached objects, for reading only).
 
     An evaluation task runs often on few contacts, and loading 50 segments as ORM objects, JSON
     rules parsed, costs more than evaluating a handful of contacts.  So this reads each
-    segment's id, version and rule *text* (no ORM, no parsing) and reuses the objects built the
-    last time the workspace's segments read exactly the same (per process, for the last
-    :data:`SEGMENT_CACHE_WORKSPACES` workspaces).  Same segments, same rules, as
-    :func:`queries.list_segments` gives, and like it with ``share_lock``: the rows stay
-    share-locked until the transaction ends (see :func:`.membership.evaluate_contacts`).
+    segment's id, version and rule *text* (:func:`queries.segment_rows`: no ORM, no parsing)
+    and reuses the objects built the last time the workspace's segments read exactly the same
+    (:func:`segments_of_rows`).  Same segments, same rules, as :func:`queries.list_segments`
+    gives, and like it with ``share_lock``: the rows stay share-locked until the transaction
+    ends (see :func:`.membership.evaluate_contacts`).
     """
-    rows = tuple(session.execute(_SEGMENT_ROWS, {"workspace_id": workspace_id}).tuples())
+    return segments_of_rows(workspace_id, q.segment_rows(session, workspace_id))
+
+
+def segments_of_rows(workspace_id: str, rows: tuple[q.SegmentRow, ...]) -> Sequence[Segment]:
+    """The segments of these rows of the workspace (:data:`queries.SegmentRow`): the objects
+    built the last time its rows read exactly the same (per process, for the last
+    :data:`SEGMENT_CACHE_WORKSPACES` workspaces), or new ones."""
     with _segments_lock:
         seen = _segments_seen.get(workspace_id)
         if seen is not None and seen[0] == rows:

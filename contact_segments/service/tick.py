@@ -36,7 +36,7 @@ from ..rules import InstantRequired, TimeThreshold, rule_to_sql
 from ..storage import EventCause, contact_view_columns, setwise
 from ..storage import queries as q
 from .commands import DeliverEvents
-from .contacts import workspace_segments
+from .contacts import segments_of_rows
 from .membership import CompiledSegment, Diff, compiled_segment, rebuild_batch
 from .segments import get_workspace
 from .uow import UnitOfWork
@@ -62,7 +62,7 @@ def tick(uow: UnitOfWork, workspace_id: str, *, now: float) -> TickResult:
             return TickResult(workspace_id, None, now, 0, 0, 0, skipped=True)
         diff = Diff()
         windowed: list[_Windowed] = []
-        for segment in workspace_segments(uow.session, workspace_id):
+        for segment in segments_of_rows(workspace_id, window.segments):  # read and share-locked with the watermark
             compiled = compiled_segment(segment)  # cached per rule version
             if not compiled.uses_now:
                 continue

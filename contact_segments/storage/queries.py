@@ -37,14 +37,15 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    true,
     tuple_,
     union,
     update,
 )
+from sqlalchemy import cast as cast_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.dml import Update
 
 from contact_segments.storage.models import (
     ALL_PENDING,
@@ -69,6 +70,7 @@ BATCH_SIZE = 1000
 SEGMENT_NAME_CONSTRAINT = "uq_segments_workspace_id_name_key"
 
 _workspaces = cast(Table, Workspace.__table__)
+_segments = cast(Table, Segment.__table__)
 _contacts = cast(Table, Contact.__table__)
 _memberships = cast(Table, Membership.__table__)
 _events = cast(Table, MembershipEvent.__table__)
@@ -119,12 +121,18 @@ class NewEvent(TypedDict):
     member_count: NotRequired[int | None]  # for a "built" event
 
 
+SegmentRow = tuple[int, int, str]
+"""A segment as evaluating contacts needs it: id, rule version and rule (its JSON text)."""
+
+
 @dataclass(frozen=True, slots=True)
 class TickWindow:
     """The instants a tick covers: ``(start, end]``; ``start`` is None on a workspace's first tick."""
 
     start: float | None
     end: float
+    segments: tuple[SegmentRow, ...] = ()
+    """The workspace's segments (:func:`segment_rows`), read after the watermark moved."""
 
 
 # --- workspaces -------------------------------------------------------------------------------
@@ -142,41 +150,64 @@ def ensure_workspace(
     return _bulk_insert(session, _workspaces, [row], unless_known).first() is not None
 
 
-def _move_watermark() -> Update:
-    """PostgreSQL: one statement, ``UPDATE ... FROM (SELECT ... FOR UPDATE) before ...
-    RETURNING`` the watermark as it was.  A tick that waited for another reads the watermark it
-    moved.  Built once (a tick runs every minute for every workspace)."""
+def _move_watermark() -> Select[Any]:
+    """PostgreSQL: one statement, ``WITH moved AS (UPDATE ... FROM (SELECT ... FOR UPDATE)
+    before ... RETURNING`` the watermark as it was``) SELECT`` it beside each of the workspace's
+    segment rows (:data:`_SEGMENT_ROWS`, share-locked in a lateral subquery, so after the
+    workspace row is locked, and only if the watermark moved).  A tick that waited for another
+    reads the watermark it moved.  Built once (a tick runs every minute for every workspace)."""
     row = _workspaces.c
-    before = select(row.id, row.last_tick_at).where(row.id == bindparam("workspace_id")).with_for_update().subquery("before")
+    workspace_id = bindparam("workspace_id", type_=Text())
+    before = select(row.id, row.last_tick_at).where(row.id == workspace_id).with_for_update().subquery("before")
     now = bindparam("now", type_=Double())
-    return (
+    moved = (
         update(_workspaces)
         .where(row.id == before.c.id, or_(before.c.last_tick_at.is_(None), before.c.last_tick_at < now))
         .values(last_tick_at=now)
         .returning(before.c.last_tick_at)
+        .cte("moved")
     )
+    segments = _SEGMENT_ROWS.lateral("segments")
+    return select(moved.c.last_tick_at, *segments.c).select_from(moved.outerjoin(segments, true()))
 
 
+_SEGMENT_ROWS = (
+    select(_segments.c.id, _segments.c.rule_version, cast_(_segments.c.rule, Text).label("rule"))
+    .where(_segments.c.workspace_id == bindparam("workspace_id", type_=Text()))
+    .order_by(_segments.c.id)
+    .with_for_update(read=True)
+)
 _MOVE_WATERMARK = _move_watermark()
 
 
+def segment_rows(session: Session, workspace_id: str) -> tuple[SegmentRow, ...]:
+    """The workspace's segments, oldest first, as :data:`SegmentRow` (the rule as text, not
+    parsed); share-locked until the transaction ends (PostgreSQL), as :func:`list_segments`
+    with ``share_lock`` locks them.  Built once: every evaluation runs it."""
+    return tuple(session.execute(_SEGMENT_ROWS, {"workspace_id": workspace_id}).tuples())
+
+
 def open_tick_window(session: Session, workspace_id: str, now: float) -> TickWindow | None:
-    """Move the workspace's tick watermark to ``now`` and return the window the tick covers.
+    """Move the workspace's tick watermark to ``now`` and return the window the tick covers,
+    with the workspace's segments (:func:`segment_rows`, read after the watermark's lock).
 
     Returns None if ``now`` is not after the watermark (or the workspace does not exist). On
     PostgreSQL the workspace row stays locked until the transaction ends, so ticks of one
-    workspace run one after another and no instant is covered twice.
+    workspace run one after another and no instant is covered twice; there it is one statement.
     """
     # Core statements on the table: the ORM's bulk UPDATE path costs a millisecond a call.
     row = _workspaces.c
     if session.get_bind().dialect.name == "postgresql":
-        moved = session.execute(_MOVE_WATERMARK, {"workspace_id": workspace_id, "now": now}).first()
-        return None if moved is None else TickWindow(start=moved.last_tick_at, end=now)
+        rows = session.execute(_MOVE_WATERMARK, {"workspace_id": workspace_id, "now": now}).all()
+        if not rows:
+            return None
+        segments = tuple((ident, version, rule) for _, ident, version, rule in rows if ident is not None)
+        return TickWindow(start=rows[0].last_tick_at, end=now, segments=segments)
     watermark = session.execute(select(row.last_tick_at).where(row.id == workspace_id).with_for_update()).first()
     if watermark is None or (watermark.last_tick_at is not None and watermark.last_tick_at >= now):
         return None
     session.execute(update(_workspaces).where(row.id == workspace_id).values(last_tick_at=now))
-    return TickWindow(start=watermark.last_tick_at, end=now)
+    return TickWindow(start=watermark.last_tick_at, end=now, segments=segment_rows(session, workspace_id))
 
 
 # --- contacts ---------------------------------------------------------------------------------

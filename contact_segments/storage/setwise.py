@@ -32,7 +32,6 @@ from sqlalchemy import (
     or_,
     select,
     true,
-    tuple_,
     union_all,
 )
 from sqlalchemy import cast as cast_
@@ -582,17 +581,9 @@ class WindowFlips:
             .cte("flips")
         )
         entered = _entered(select(flips.c.segment_id, flips.c.id, _WORKSPACE, NOW).where(flips.c.matches), on_conflict=False)
-        # Found by key whatever the planner guesses of the flips' number: the contacts' ids as an
-        # array (one index range each), then the exact pairs.
-        leaving = select(flips.c.segment_id, flips.c.id).where(~flips.c.matches)
-        leaving_ids = func.array(select(flips.c.id).where(~flips.c.matches).scalar_subquery())
         exited = (
             delete(_memberships)
-            .where(
-                member.workspace_id == _WORKSPACE,
-                member.contact_id == any_(leaving_ids),
-                tuple_(member.segment_id, member.contact_id).in_(leaving),
-            )
+            .where(member.segment_id == flips.c.segment_id, member.contact_id == flips.c.id, ~flips.c.matches)
             .returning(member.segment_id, member.contact_id)
             .cte("exited")
         )
