@@ -24,7 +24,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import cast
 
-from sqlalchemy import Table, delete, select
+from sqlalchemy import Table, any_, delete, func, select
 from sqlalchemy.orm import Session
 
 from .models import TRACKED_FIELDS, PendingChange
@@ -60,10 +60,13 @@ def take(session: Session, workspace_id: str, *, limit: int = BATCH_SIZE) -> dic
         # A MATERIALIZED CTE runs once.  As a plain subquery the planner may rescan it for each
         # row it deletes, and a rescan of FOR UPDATE skips the rows just deleted and moves on
         # to the next ones: the LIMIT would not hold.
+        # The taken rows are then deleted by key (``= ANY(ARRAY(...))``): joined, the planner
+        # may read all the workspace's pending rows again to hash them.
         taken = locked.cte("taken").prefix_with("MATERIALIZED")
+        taken_ids = func.array(select(taken.c.contact_id).scalar_subquery())
         rows = session.execute(
             delete(_pending)
-            .where(pending.workspace_id == workspace_id, pending.contact_id == taken.c.contact_id)
+            .where(pending.workspace_id == workspace_id, pending.contact_id == any_(taken_ids))
             .returning(pending.contact_id, pending.mask)
         ).all()
     else:
