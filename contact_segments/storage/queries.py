@@ -168,7 +168,7 @@ def _move_watermark() -> Select[Any]:
         .cte("moved")
     )
     segments = _SEGMENT_ROWS.lateral("segments")
-    return select(moved.c.last_tick_at, *segments.c).select_from(moved.outerjoin(segments, true()))
+    return select(moved.c.last_tick_at, *segments.c).select_from(moved.outerjoin(segments, true())).order_by(segments.c.id)
 
 
 _SEGMENT_ROWS = (

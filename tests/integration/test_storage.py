@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any, cast
 import pytest
 from alembic import command
 from sqlalchemy import Engine, func, inspect, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from contact_segments.storage import (
@@ -761,6 +762,26 @@ def test_a_tick_window_waits_for_a_tick_in_progress_and_starts_where_it_ended(
     assert results[NOW + 60] is None  # that instant was covered meanwhile
     later = results[NOW + 120]
     assert later is not None and (later.start, later.end) == (NOW + 60, NOW + 120)  # type: ignore[attr-defined]
+
+
+def test_a_tick_window_reads_the_segments_after_the_watermark(session_factory: sessionmaker[Session]) -> None:
+    """The window comes with the workspace's segments, oldest first (none when the instant was
+    covered); on PostgreSQL they stay share-locked, so an edit (which locks its segment for
+    update) waits for the tick."""
+    with session_factory() as setup:
+        ensure_workspace(setup, WS, name="Workspace one", now=NOW)
+        a, b = create_segment(setup, "A"), create_segment(setup, "B")
+        rows = [(a.id, a.rule_version, json.dumps(RULE)), (b.id, b.rule_version, json.dumps(RULE))]
+        setup.commit()
+    with session_factory() as ticking, session_factory() as editing:
+        window = open_tick_window(ticking, WS, NOW)
+        assert window is not None
+        assert [(i, v, json.loads(r)) for i, v, r in window.segments] == [(i, v, json.loads(r)) for i, v, r in rows]
+        if editing.get_bind().dialect.name == "postgresql":
+            with pytest.raises(OperationalError, match="could not obtain lock"):
+                editing.execute(select(Segment.id).where(Segment.id == a.id).with_for_update(nowait=True)).all()
+        ticking.commit()
+        assert open_tick_window(ticking, WS, NOW) is None
 
 
 @POSTGRESQL_ONLY  # on SQLite the transaction itself excludes other deliverers
