@@ -346,8 +346,10 @@ _JS_COMPARE = {"<": js.less_than, "<=": js.less_equal, ">": js.greater_than, ">=
 
 def _compare_branch(branch: Branch, op: str, constant: Any) -> Condition:
     """``field op constant`` (``op`` one of < <= > >=) within one branch."""
-    if isinstance(constant, _Clock):
-        return _compare_clock_branch(branch, op, constant.sql)
+    if isinstance(constant, _Clock):  # a finite double, never NULL, known only in SQL
+        if branch.kind == "null":
+            return _SQL_OPERATORS[op](literal(0.0, Double()), constant.sql)  # null is 0 in a comparison
+        return _compare_with_number(branch, op, constant.sql)
     if branch.kind == "null":
         return _JS_COMPARE[op](None, constant)
     if type(constant) in (str, list, dict):
@@ -357,26 +359,14 @@ def _compare_branch(branch: Branch, op: str, constant: Any) -> Condition:
     number = js.to_number(constant)
     if number != number:
         return False  # NaN compares false with everything
-    if branch.kind == "number":
-        left = branch.value
-    elif branch.kind == "boolean":
-        left = _number_of_boolean(branch.value)
-    elif branch.kind == "string":
-        left = js_number(branch.value)
-        return func.coalesce(_SQL_OPERATORS[op](left, bindparam(None, number, Double())), False)
-    else:
-        raise _unsupported(f"'{op}' on a list")
-    if number in (float("inf"), float("-inf")):
+    if number in (float("inf"), float("-inf")) and branch.kind in ("number", "boolean"):
         return _JS_COMPARE[op](0, number)  # every stored number is finite
-    return _SQL_OPERATORS[op](left, bindparam(None, number, Double()))
+    return _compare_with_number(branch, op, bindparam(None, number, Double()))
 
 
-def _compare_clock_branch(branch: Branch, op: str, number: ColumnElement[float]) -> Condition:
-    """``field op clock`` within one branch: :func:`_compare_branch` for a number known only in SQL
-    (a finite double, never NULL), so each case it folds for a known number is SQL here."""
+def _compare_with_number(branch: Branch, op: str, number: ColumnElement[float]) -> Condition:
+    """``field op number`` within a branch that is not null: the field as a number, in SQL."""
     compare = _SQL_OPERATORS[op]
-    if branch.kind == "null":
-        return compare(literal(0.0, Double()), number)  # null is 0 in a JavaScript comparison
     if branch.kind == "number":
         return compare(branch.value, number)
     if branch.kind == "boolean":
