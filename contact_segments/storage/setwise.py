@@ -249,6 +249,15 @@ def _entered(rows: Any, *, on_conflict: bool) -> Any:
     return adding.returning(member.segment_id, member.contact_id).cte("entered")
 
 
+def _changed(entered: Any, exited: Any) -> Any:
+    """PostgreSQL: the subquery ``changed`` (segment_id, contact_id, kind) of the ``RETURNING``
+    rows of the CTEs ``entered`` and ``exited``, from which events are built."""
+    return union_all(
+        select(entered.c.segment_id, entered.c.contact_id, literal(EventKind.ENTERED.value).label("kind")),
+        select(exited.c.segment_id, exited.c.contact_id, literal(EventKind.EXITED.value)),
+    ).subquery("changed")
+
+
 def _insert_optimistically(
     session: Session, statement: Callable[[bool], Any], parameters: Mapping[str, Any] | None = None
 ) -> Any:
@@ -465,10 +474,7 @@ def _diff_statement(on_conflict: bool) -> Any:
     )
     rows = select(given_in.c.segment_id, given_in.c.contact_id, workspace_id, bindparam("since", type_=Double))
     entered = _entered(rows, on_conflict=on_conflict)
-    changed = union_all(
-        select(entered.c.segment_id, entered.c.contact_id, literal(EventKind.ENTERED.value).label("kind")),
-        select(exited.c.segment_id, exited.c.contact_id, literal(EventKind.EXITED.value)),
-    ).subquery("changed")
+    changed = _changed(entered, exited)
     versions = bindparam("rule_versions", type_=postgresql.JSONB)
     in_order = _append_events_sql(
         changed,
@@ -528,12 +534,13 @@ class WindowFlips:
     def __init__(self, windows: Sequence[Window], *, cause: str) -> None:
         self.windows = tuple(windows)
         self.cause = cause
+        self.versions = {window.segment_id: window.rule_version for window in self.windows}
 
     def apply(self, session: Session, workspace_id: str, *, start: float, now: float) -> tuple[int, int, int]:
         """Bring the windows' memberships in line with their rules at ``now`` (they were right at
-        ``start``, an earlier instant), each flip with an
-        event at ``now``; return how many contacts the windows hold (a contact counts once per
-        window), how many entered and how many exited.
+        ``start``, an earlier instant), each flip with an event at ``now``; return how many
+        contacts the windows hold (a contact counts once per window), how many entered and how
+        many exited.
 
         The caller must be the only writer of these memberships (a tick holds its workspace row
         for update, and every other writer share-locks it first): the inserts have no ``ON
@@ -550,8 +557,7 @@ class WindowFlips:
             rows += session.execute(comparison, parameters).all()
         enter = [(segment_id, contact_id) for contact_id, matches, is_member, segment_id in rows if matches and not is_member]
         leave = [(segment_id, contact_id) for contact_id, matches, is_member, segment_id in rows if is_member and not matches]
-        versions = {window.segment_id: window.rule_version for window in self.windows}
-        stamp = EventStamp(self.cause, now, versions)
+        stamp = EventStamp(self.cause, now, self.versions)
         added, removed = write_membership_diff(session, workspace_id, enter, leave, since=now, events=stamp, exclusive=True)
         return len(rows), len(added), len(removed)
 
@@ -587,15 +593,12 @@ class WindowFlips:
             .returning(member.segment_id, member.contact_id)
             .cte("exited")
         )
-        changed = union_all(
-            select(entered.c.segment_id, entered.c.contact_id, literal(EventKind.ENTERED.value).label("kind")),
-            select(exited.c.segment_id, exited.c.contact_id, literal(EventKind.EXITED.value)),
-        ).subquery("changed")
+        changed = _changed(entered, exited)
         events = _append_events_sql(
             changed,
             workspace_id=_WORKSPACE,
             cause=literal(self.cause),
-            rule_version=_stamped_versions(changed, {w.segment_id: w.rule_version for w in self.windows}),
+            rule_version=_stamped_versions(changed, self.versions),
             occurred_at=NOW,
             order_by=[changed.c.contact_id.collate("C"), changed.c.segment_id],
         )
