@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Connection, Engine, make_url, text
+from sqlalchemy.exc import OperationalError
 
 from contact_segments.storage import make_engine
 
@@ -27,6 +28,23 @@ def reset_schema(url: str, schema: str, *, create: bool = True) -> None:
                 connection.execute(text(f'CREATE SCHEMA "{schema}"'))
     finally:
         engine.dispose()
+
+
+def fresh_schema(url: str, schema: str, benchmark: str) -> bool:
+    """:func:`reset_schema` for ``benchmark``; False, having said that it is skipped and why, if
+    PostgreSQL at ``url`` is unreachable."""
+    try:
+        reset_schema(url, schema)
+    except OperationalError as error:
+        say_skipped(benchmark, url, error)
+        return False
+    return True
+
+
+def say_skipped(benchmark: str, url: str, error: OperationalError) -> None:
+    """Say that ``benchmark`` is skipped because PostgreSQL at ``url`` is unreachable, and why."""
+    reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+    print(f"{benchmark} benchmark skipped: PostgreSQL is unreachable at {url} ({reason})")
 
 
 def execute(engine: Engine, sql: str, **params: Any) -> Any:

@@ -57,9 +57,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pgscratch
-from pgscratch import COUNTRIES, TAGS, execute, generate_contacts, reset_schema, vacuum
+from pgscratch import COUNTRIES, TAGS, execute, fresh_schema, generate_contacts, reset_schema, vacuum
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import OperationalError
 
 from contact_segments import service
 from contact_segments.service import EvaluatePending, UnitOfWork
@@ -363,11 +362,7 @@ def main() -> None:
     if not args.schema.isidentifier():
         parser.error("--schema must be a plain identifier")
 
-    try:
-        reset_schema(args.db, args.schema)
-    except OperationalError as error:
-        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-        print(f"recompute benchmark skipped: PostgreSQL is unreachable at {args.db} ({reason})")
+    if not fresh_schema(args.db, args.schema, "recompute"):
         return
     engine = bench_engine(args.db, args.schema)
     rng = random.Random(args.seed)

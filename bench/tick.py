@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pgscratch
-from pgscratch import execute, generate_contacts, reset_schema, schema_url, vacuum
+from pgscratch import execute, generate_contacts, reset_schema, say_skipped, schema_url, vacuum
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
@@ -338,8 +338,7 @@ def main() -> None:
     try:
         lock = make_engine(args.db, poolclass=NullPool, connect_args={"connect_timeout": 5}).connect()
     except OperationalError as error:
-        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-        print(f"tick benchmark skipped: PostgreSQL is unreachable at {args.db} ({reason})")
+        say_skipped("tick", args.db, error)
         return
     # Held for the run, so a second run started meanwhile stops instead of dropping this one's schema.
     key = f"contact-segments bench schema {args.schema}"

@@ -12,7 +12,6 @@ Conventions:
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
@@ -38,6 +37,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from contact_segments.rules.catalog import STRING_FIELDS, STRING_LIST_FIELDS, TIMESTAMP_FIELDS
+from contact_segments.storage.ids import new_uuid7
 
 MAX_SEGMENTS_PER_WORKSPACE = 500
 """The per-workspace segment limit, enforced by a CHECK on ``workspaces.segment_count``."""
@@ -295,7 +295,7 @@ class MembershipEvent(Base):
     )
 
     seq: Mapped[int] = mapped_column(AutoIncrementBigInteger, primary_key=True)
-    event_id: Mapped[str] = mapped_column(Text, unique=True, default=lambda: str(uuid.uuid4()))
+    event_id: Mapped[str] = mapped_column(Text, unique=True, default=new_uuid7)
     workspace_id: Mapped[str] = mapped_column(Text)
     segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"))
     contact_id: Mapped[str | None] = mapped_column(Text)
@@ -325,7 +325,7 @@ class SegmentChange(Base):
     )
 
     seq: Mapped[int] = mapped_column(AutoIncrementBigInteger, primary_key=True)
-    change_id: Mapped[str] = mapped_column(Text, unique=True, default=lambda: str(uuid.uuid4()))
+    change_id: Mapped[str] = mapped_column(Text, unique=True, default=new_uuid7)
     """Unique, for the host to drop a notification delivered again."""
     workspace_id: Mapped[str] = mapped_column(Text)
     segment_id: Mapped[int] = mapped_column(Integer)

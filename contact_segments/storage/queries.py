@@ -9,7 +9,6 @@ spends running the statement.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, reduce
@@ -47,6 +46,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from contact_segments.storage.ids import new_uuid7
 from contact_segments.storage.models import (
     ALL_PENDING,
     CONTACT_VIEW_FIELDS,
@@ -642,7 +642,7 @@ def seeded_defaults(session: Session, workspace_id: str) -> dict[str, int | None
 def append_events(session: Session, events: Iterable[NewEvent]) -> list[str]:
     """Append events to the outbox, in order (``seq`` grows); return their new event ids."""
     rows: list[dict[str, Any]] = [
-        {"member_count": None, **event, "event_id": str(uuid.uuid4())} for event in events
+        {"member_count": None, **event, "event_id": new_uuid7()} for event in events
     ]
     for batch in batched(rows, BATCH_SIZE):
         _bulk_insert(session, _events, batch)

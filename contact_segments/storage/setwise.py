@@ -39,6 +39,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from .ids import uuid7_sql
 from .models import Contact, EventKind, Membership, MembershipEvent
 from .queries import NewEvent, add_memberships, among, append_events, batched, insert_for, remove_memberships
 
@@ -104,11 +105,11 @@ def _append_events_sql(
 ) -> Any:
     """PostgreSQL: ``INSERT INTO membership_events ... SELECT ... FROM changed ORDER BY ...`` as a
     CTE, one event per row of ``changed`` (segment_id, contact_id, kind), each with a fresh
-    ``gen_random_uuid()`` id; ``seq`` follows the order (what :func:`queries.append_events`
+    time-ordered id (:func:`.ids.uuid7_sql`); ``seq`` follows the order (what :func:`queries.append_events`
     gives a list sorted the same way).  The other columns are SQL expressions: constants, or
     parameters of a statement built once."""
     rows = select(
-        cast_(func.gen_random_uuid(), Text), workspace_id, changed.c.segment_id, changed.c.contact_id, changed.c.kind,
+        uuid7_sql(), workspace_id, changed.c.segment_id, changed.c.contact_id, changed.c.kind,
         cause, rule_version, occurred_at,
     ).order_by(*order_by)  # fmt: skip
     columns = ["event_id", "workspace_id", "segment_id", "contact_id", "kind", "cause", "rule_version", "occurred_at"]
@@ -437,12 +438,11 @@ def _diff_parameters(
 ) -> dict[str, Any]:
     """The values of :func:`_diff_statement`'s parameters."""
 
-    def pairs(chosen: Sequence[tuple[int, str]]) -> list[dict[str, Any]]:
-        return [{"segment_id": s, "contact_id": c} for s, c in chosen]
-
     return {
-        "entering": pairs(adding),
-        "leaving": pairs(removing),
+        "entering_segments": [segment_id for segment_id, _ in adding],
+        "entering_contacts": [contact_id for _, contact_id in adding],
+        "leaving_segments": [segment_id for segment_id, _ in removing],
+        "leaving_contacts": [contact_id for _, contact_id in removing],
         "workspace_id": workspace_id,
         "since": since,
         "cause": events.cause,
@@ -461,8 +461,9 @@ def _diff_statement(on_conflict: bool) -> Any:
     member = _memberships.c
 
     def pairs(name: str) -> Any:
-        document = bindparam(name, type_=postgresql.JSONB)
-        return func.jsonb_to_recordset(document).table_valued(*_DIFF_PAIRS).render_derived(name, with_types=True)
+        segment_ids = bindparam(f"{name}_segments", type_=postgresql.ARRAY(Integer))
+        contact_ids = bindparam(f"{name}_contacts", type_=postgresql.ARRAY(Text))
+        return func.unnest(segment_ids, contact_ids).table_valued(*_DIFF_PAIRS).render_derived(name)
 
     given_in, given_out = pairs("entering"), pairs("leaving")
     workspace_id = bindparam("workspace_id", type_=Text)
