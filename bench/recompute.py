@@ -111,7 +111,10 @@ WHERE workspace_id = :ws AND id = ANY(:ids)
 
 
 class Recorder:
-    """A dispatcher that keeps the commands instead of running them."""
+    """A dispatcher that keeps the commands instead of running them (after the commit, as an
+    inline dispatcher gets them)."""
+
+    runs_elsewhere = False
 
     def __init__(self) -> None:
         self.commands: list[Any] = []

@@ -64,4 +64,9 @@ Command = RebuildSegment | EvaluatePending | DeliverEvents | CreateWorkspace | D
 class Dispatcher(Protocol):
     """Runs or sends the follow-up work of a committed change."""
 
+    runs_elsewhere: bool
+    """Whether the work runs in other processes (workers), so it may be sent while a transaction
+    is still open (see :meth:`.UnitOfWork.add_waiting`); an inline dispatcher runs it in this
+    one, where it must wait for the transaction to end."""
+
     def dispatch(self, commands: Iterable[Command]) -> None: ...

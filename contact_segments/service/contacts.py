@@ -83,7 +83,9 @@ def upsert_snapshots(uow: UnitOfWork, workspace_id: str, snapshots: list[dict[st
 def evaluate_pending(uow: UnitOfWork, workspace_id: str, *, now: float, limit: int = PENDING_BATCH) -> Diff:
     """Evaluate up to ``limit`` contacts with pending changes against the segments that read them.
 
-    If more are pending, another :class:`EvaluatePending` follows the commit.  The instant of
+    If more may be pending (it took ``limit``), another :class:`EvaluatePending` follows: sent
+    at once to a dispatcher that runs work elsewhere, so a burst is evaluated by as many workers
+    as there are, or else after the commit (:meth:`.UnitOfWork.add_waiting`).  The instant of
     evaluation is never earlier than the workspace's last tick (see :func:`evaluation_instant`).
     """
     with uow:
@@ -91,6 +93,10 @@ def evaluate_pending(uow: UnitOfWork, workspace_id: str, *, now: float, limit: i
         pending = pending_changes.take(uow.session, workspace_id, limit=limit)
         if not pending:
             return Diff()
+        if len(pending) == limit:
+            # More may be pending, in rows stored and committed before: another worker can take
+            # the next batch (SKIP LOCKED) while this one is evaluated.
+            uow.add_waiting(EvaluatePending(workspace_id))
         # Every field pending means a new contact: it is evaluated against every segment, those
         # whose rules read no field (e.g. "all contacts", rule ``true``) included.
         changed = {contact_id: (None if fields == EVERY_FIELD else fields) for contact_id, fields in pending.items()}
@@ -103,8 +109,6 @@ def evaluate_pending(uow: UnitOfWork, workspace_id: str, *, now: float, limit: i
             segments=_segments_reading(workspace_segments(uow.session, workspace_id), changed.values()),
             changed=changed,
         )
-        if len(pending) == limit:
-            uow.add_command(EvaluatePending(workspace_id))
         if diff:
             uow.add_command(DeliverEvents(workspace_id))
         uow.commit()

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass
+from typing import ClassVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -81,6 +82,7 @@ class InlineDispatcher:
     clock: Clock = time.time
     deliver: Deliver | None = None
     notify: Notify | None = None
+    runs_elsewhere: ClassVar[bool] = False  # a command waits for the transaction that sent it
 
     def unit_of_work(self) -> UnitOfWork:
         return UnitOfWork(self.session_factory, self)

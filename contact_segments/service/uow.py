@@ -3,6 +3,8 @@
 Service operations also record the work that must follow their change (rebuild a segment,
 deliver events, ...) as commands; :meth:`UnitOfWork.commit` hands them to the dispatcher once
 the transaction is durable, never before, so no worker acts on a change that did not happen.
+Only work that waits in rows committed before (:meth:`UnitOfWork.add_waiting`) may go to the
+workers sooner.
 """
 
 from __future__ import annotations
@@ -61,6 +63,16 @@ class UnitOfWork:
     def add_command(self, command: Command) -> None:
         """Record work to dispatch once this transaction commits."""
         self._pending.append(command)
+
+    def add_waiting(self, command: Command) -> None:
+        """Record work that is waiting already, in committed rows, whatever this transaction
+        does (more pending contacts than it takes, say).  A dispatcher that runs work elsewhere
+        gets it at once, so another worker starts on it while this transaction runs; otherwise
+        it is dispatched after the commit, like any command."""
+        if self.dispatcher is not None and self.dispatcher.runs_elsewhere:
+            self.dispatcher.dispatch([command])
+        else:
+            self.add_command(command)
 
     @property
     def pending_commands(self) -> tuple[Command, ...]:

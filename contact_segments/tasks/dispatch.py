@@ -63,6 +63,8 @@ class Coalescer:
 class CeleryDispatcher:
     """Sends each command to the workers as a task message."""
 
+    runs_elsewhere = True
+
     def __init__(self, app: Celery) -> None:
         self.app = app
         self.coalescer = Coalescer(app.conf.broker_url)

@@ -8,9 +8,11 @@ evaluating each contact's final snapshot with ``apply``.
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import datetime
 
 import pytest
 from sqlalchemy import func, select
@@ -151,6 +153,52 @@ def test_bursts_coalesce_into_the_newest_snapshots(pipeline: Pipeline) -> None:
         assert (kinds[-1] == "entered") == (contact_id in expected)
     assert set(per_contact) >= expected
     assert len({e["event_id"] for e in pipeline.host.events()}) == len(pipeline.host.events())
+
+
+TASK_DONE = re.compile(
+    r"^\[(?P<at>[\d-]+ [\d:,]+): INFO/(?P<process>ForkPoolWorker-\d+)\] "
+    r"Task segments\.contact_changed\[[^\]]+\] succeeded in (?P<took>[\d.]+)s"
+)
+
+
+def evaluation_spans(log: str) -> list[tuple[str, float, float]]:
+    """(pool process, start, end) of each evaluation task the worker's log reports done."""
+    spans = []
+    for line in log.splitlines():
+        if match := TASK_DONE.match(line):
+            end = datetime.strptime(match["at"], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            spans.append((match["process"], end - float(match["took"]), end))
+    return spans
+
+
+def test_a_burst_is_evaluated_by_both_worker_processes_at_once(pipeline: Pipeline) -> None:
+    """4,000 contacts saved in one call, four batches' worth: each evaluation announces the next
+    batch as it takes its own, so the worker's two processes evaluate at the same time."""
+    worker = pipeline.start_worker(concurrency=2)
+    create_workspace(pipeline, "ws")
+    segment_id = promotion_segment(pipeline, "ws")
+    rng = random.Random(8)
+    burst = [snapshot(f"c{n:05d}", 1, ["promotion"] if rng.random() < 0.5 else []) for n in range(4000)]
+
+    pipeline.hooks.hook.segments_contacts_saved(workspace_id="ws", snapshots=burst)
+
+    wait_for(lambda: drained(pipeline, "ws"), timeout=120, what="the outbox to drain")
+    expected = {s["id"] for s in burst if s["tags"]}
+    with pipeline.session_factory() as session:
+        members = set(session.scalars(select(Membership.contact_id).where(Membership.segment_id == segment_id)))
+    assert members == expected
+    entered = [e["contact_id"] for e in pipeline.host.events() if e["segment_id"] == segment_id and e["kind"] == "entered"]
+    assert sorted(entered) == sorted(expected)
+
+    spans = evaluation_spans(worker.log.read_text())
+    assert len(spans) >= 4, worker.log.read_text()[-3000:]
+    # Two processes at once, for at least half of the shorter evaluation (a task that sends the
+    # next one after its commit overlaps it for a moment at most, while it returns).
+    together = [
+        (a, b) for a in spans for b in spans
+        if a[0] < b[0] and min(a[2], b[2]) - max(a[1], b[1]) >= 0.5 * min(a[2] - a[1], b[2] - b[1])
+    ]  # fmt: skip
+    assert together, spans
 
 
 def test_a_failing_host_hook_gets_the_same_events_again(pipeline: Pipeline) -> None:

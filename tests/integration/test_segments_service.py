@@ -29,6 +29,7 @@ from contact_segments.rules.catalog import STRING_FIELDS, TIMESTAMP_FIELDS
 from contact_segments.service import (
     DeliveryFailed,
     DuplicateName,
+    EvaluatePending,
     InlineDispatcher,
     InvalidInput,
     LimitReached,
@@ -1065,6 +1066,64 @@ def test_a_burst_of_changes_is_evaluated_once_on_the_newest_snapshot(
         [(vip, "entered"), (ids["Contacts with tags"], "entered")]
     )
     assert members(session_factory, malaysia) == set()
+
+
+class Workers:
+    """A dispatcher that runs work elsewhere (``runs_elsewhere``), as the Celery one sends it to
+    workers: each EvaluatePending it gets is evaluated at once, by another "worker" (its own
+    transaction), in batches of ``limit``; ``taken`` lists each evaluation's contacts as it
+    commits, and ``pending_seen`` how many pending rows a new evaluation found first."""
+
+    runs_elsewhere = True
+
+    def __init__(self, factory: sessionmaker[Session], limit: int) -> None:
+        self.factory, self.limit = factory, limit
+        self.taken: list[list[str]] = []
+        self.pending_seen: list[int] = []
+
+    def dispatch(self, commands: Iterable[Any]) -> None:
+        for command in commands:
+            if isinstance(command, EvaluatePending):
+                with self.factory() as session:
+                    self.pending_seen.append(session.scalar(select(func.count()).select_from(PendingChange)) or 0)
+                diff = evaluate_pending(UnitOfWork(self.factory, self), command.workspace_id, now=NOW, limit=self.limit)
+                self.taken.append(sorted({contact_id for _, contact_id in diff.entered}))
+
+
+@POSTGRESQL_ONLY
+def test_a_burst_is_evaluated_by_as_many_workers_as_take_it(
+    bare_uow: UnitOfWork, session_factory: sessionmaker[Session], ws: str
+) -> None:
+    """An evaluation that takes a full batch announces the next one before it evaluates its
+    own, so another worker takes the next batch (skipping the locked rows) meanwhile: here each
+    "worker" starts while every earlier one still holds its batch, and they commit innermost
+    first.  Every contact is evaluated once."""
+    malaysia = create_segment(bare_uow, ws, name="Malaysia", rule=RuleInput(rule=MALAYSIA), now=NOW).id
+    upsert_contacts(bare_uow, ws, [snapshot(f"c{i}", country="MY") for i in range(7)], now=NOW)  # pending
+    workers = Workers(session_factory, limit=3)
+
+    workers.dispatch([EvaluatePending(ws)])
+
+    assert workers.pending_seen == [7, 7, 7]  # nobody had committed when the next one started
+    assert workers.taken == [["c6"], ["c3", "c4", "c5"], ["c0", "c1", "c2"]]
+    assert members(session_factory, malaysia) == {f"c{i}" for i in range(7)}
+    entered = [e.contact_id for e in events(session_factory, segment_id=malaysia) if e.kind == "entered"]
+    assert sorted(entered) == [f"c{i}" for i in range(7)]
+
+
+def test_an_inline_dispatcher_gets_the_next_batch_after_the_commit(
+    bare_uow: UnitOfWork, session_factory: sessionmaker[Session], ws: str
+) -> None:
+    """In one process the next evaluation must wait for this one's transaction (on SQLite it
+    could not even write meanwhile): the announcement comes after the commit."""
+    upsert_contacts(bare_uow, ws, [snapshot(f"c{i}", country="MY") for i in range(7)], now=NOW)
+    workers = Workers(session_factory, limit=3)
+    workers.runs_elsewhere = False
+
+    evaluate_pending(UnitOfWork(session_factory, workers), ws, now=NOW, limit=3)
+
+    assert workers.pending_seen == [4, 1]  # each after the one before it committed
+    assert workers.taken == [["c6"], ["c3", "c4", "c5"]]
 
 
 def test_deleting_a_contact_exits_every_segment(uow: UnitOfWork, session_factory: sessionmaker[Session], ws: str) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from click.testing import CliRunner
@@ -95,6 +95,7 @@ class Recorder:
 
     session_factory: sessionmaker[Session]
     commands: list[Command] = field(default_factory=list)
+    runs_elsewhere: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         self.inline = InlineDispatcher(self.session_factory, clock=lambda: NOW)
