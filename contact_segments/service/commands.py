@@ -62,11 +62,13 @@ Command = RebuildSegment | EvaluatePending | DeliverEvents | CreateWorkspace | D
 
 
 class Dispatcher(Protocol):
-    """Runs or sends the follow-up work of a committed change."""
+    """Runs or sends the follow-up work of a committed change (and work already waiting in
+    committed rows, see :meth:`.UnitOfWork.add_waiting`)."""
 
     runs_elsewhere: bool
-    """Whether the work runs in other processes (workers), so it may be sent while a transaction
-    is still open (see :meth:`.UnitOfWork.add_waiting`); an inline dispatcher runs it in this
-    one, where it must wait for the transaction to end."""
+    """Whether the work runs in other processes (workers), so that work already waiting may be
+    sent while a transaction is still open; an inline dispatcher runs it in this one, where it
+    must wait for the transaction to end.  A dispatcher without the attribute is taken to run
+    work inline."""
 
     def dispatch(self, commands: Iterable[Command]) -> None: ...

@@ -83,9 +83,10 @@ def upsert_snapshots(uow: UnitOfWork, workspace_id: str, snapshots: list[dict[st
 def evaluate_pending(uow: UnitOfWork, workspace_id: str, *, now: float, limit: int = PENDING_BATCH) -> Diff:
     """Evaluate up to ``limit`` contacts with pending changes against the segments that read them.
 
-    If more may be pending (it took ``limit``), another :class:`EvaluatePending` follows: sent
-    at once to a dispatcher that runs work elsewhere, so a burst is evaluated by as many workers
-    as there are, or else after the commit (:meth:`.UnitOfWork.add_waiting`).  The instant of
+    If more may be pending (it took ``limit``), another :class:`EvaluatePending` follows: on
+    PostgreSQL sent at once to a dispatcher that runs work elsewhere, so a burst is evaluated by
+    as many workers as are free, or else after the commit (:meth:`.UnitOfWork.add_waiting`).
+    The instant of
     evaluation is never earlier than the workspace's last tick (see :func:`evaluation_instant`).
     """
     with uow:

@@ -66,10 +66,12 @@ class UnitOfWork:
 
     def add_waiting(self, command: Command) -> None:
         """Record work that is waiting already, in committed rows, whatever this transaction
-        does (more pending contacts than it takes, say).  A dispatcher that runs work elsewhere
-        gets it at once, so another worker starts on it while this transaction runs; otherwise
-        it is dispatched after the commit, like any command."""
-        if self.dispatcher is not None and self.dispatcher.runs_elsewhere:
+        does (more pending contacts than it takes, say).  On PostgreSQL a dispatcher that runs
+        work elsewhere gets it at once, so another worker starts on it while this transaction
+        runs; otherwise it is dispatched after the commit, like any command (on SQLite another
+        writer would only wait for this transaction)."""
+        elsewhere = getattr(self.dispatcher, "runs_elsewhere", False)  # a host's own may not say
+        if self.dispatcher is not None and elsewhere and self.dialect == "postgresql":
             self.dispatcher.dispatch([command])
         else:
             self.add_command(command)

@@ -24,7 +24,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import cast
 
-from sqlalchemy import Table, any_, delete, func, literal_column, select
+from sqlalchemy import Table, any_, delete, func, select
 from sqlalchemy.orm import Session
 
 from .models import TRACKED_FIELDS, PendingChange
@@ -49,27 +49,25 @@ def take(session: Session, workspace_id: str, *, limit: int = BATCH_SIZE) -> dic
     SELECT, then a DELETE: its transactions exclude every other writer anyway.)
     """
     pending = _pending.c
-    postgres = session.get_bind().dialect.name == "postgresql"
-    ctid = literal_column("ctid")  # PostgreSQL: where a row lies (its tuple id)
     locked = (
-        select(*([ctid] if postgres else []), pending.contact_id, pending.mask)
+        select(pending.contact_id, pending.mask)
         .where(pending.workspace_id == workspace_id)
         .order_by(pending.contact_id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    if postgres:
+    if session.get_bind().dialect.name == "postgresql":
         # A MATERIALIZED CTE runs once.  As a plain subquery the planner may rescan it for each
         # row it deletes, and a rescan of FOR UPDATE skips the rows just deleted and moves on
         # to the next ones: the LIMIT would not hold.
-        # The taken rows are then deleted where they lie (``ctid = ANY(ARRAY(...))``, a TID
-        # scan): locked, they cannot move before the transaction ends.  Joined, the planner may
-        # read all the workspace's pending rows again to hash them; by key, each is an index
-        # lookup.
+        # The taken rows are then deleted by key (``= ANY(ARRAY(...))``): joined, the planner
+        # may read all the workspace's pending rows again to hash them.
         taken = locked.cte("taken").prefix_with("MATERIALIZED")
-        taken_rows = func.array(select(taken.c.ctid).scalar_subquery())
+        taken_ids = func.array(select(taken.c.contact_id).scalar_subquery())
         rows = session.execute(
-            delete(_pending).where(ctid == any_(taken_rows)).returning(pending.contact_id, pending.mask)
+            delete(_pending)
+            .where(pending.workspace_id == workspace_id, pending.contact_id == any_(taken_ids))
+            .returning(pending.contact_id, pending.mask)
         ).all()
     else:
         rows = session.execute(locked).all()

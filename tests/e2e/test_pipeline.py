@@ -190,13 +190,14 @@ def test_a_burst_is_evaluated_by_both_worker_processes_at_once(pipeline: Pipelin
     entered = [e["contact_id"] for e in pipeline.host.events() if e["segment_id"] == segment_id and e["kind"] == "entered"]
     assert sorted(entered) == sorted(expected)
 
+    wait_for(lambda: len(evaluation_spans(worker.log.read_text())) >= 4, what="the evaluations' log lines")
     spans = evaluation_spans(worker.log.read_text())
-    assert len(spans) >= 4, worker.log.read_text()[-3000:]
-    # Two processes at once, for at least half of the shorter evaluation (a task that sends the
-    # next one after its commit overlaps it for a moment at most, while it returns).
+    # Two processes at once, for a quarter of the shorter evaluation at least (a task that sent
+    # the next one after its commit would overlap it for a moment, while it returns: about a
+    # millisecond of some sixty here; announced as it takes its batch, some fifty).
     together = [
         (a, b) for a in spans for b in spans
-        if a[0] < b[0] and min(a[2], b[2]) - max(a[1], b[1]) >= 0.5 * min(a[2] - a[1], b[2] - b[1])
+        if a[0] < b[0] and min(a[2], b[2]) - max(a[1], b[1]) >= 0.25 * min(a[2] - a[1], b[2] - b[1])
     ]  # fmt: skip
     assert together, spans
 

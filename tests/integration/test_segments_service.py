@@ -1126,6 +1126,20 @@ def test_an_inline_dispatcher_gets_the_next_batch_after_the_commit(
     assert workers.taken == [["c6"], ["c3", "c4", "c5"]]
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_on_sqlite_workers_elsewhere_get_the_next_batch_after_the_commit(
+    bare_uow: UnitOfWork, session_factory: sessionmaker[Session], ws: str
+) -> None:
+    """SQLite runs one writer at a time: another worker could only wait for this transaction."""
+    upsert_contacts(bare_uow, ws, [snapshot(f"c{i}", country="MY") for i in range(7)], now=NOW)
+    workers = Workers(session_factory, limit=3)
+
+    evaluate_pending(UnitOfWork(session_factory, workers), ws, now=NOW, limit=3)
+
+    assert workers.pending_seen == [4, 1]
+    assert workers.taken == [["c6"], ["c3", "c4", "c5"]]
+
+
 def test_deleting_a_contact_exits_every_segment(uow: UnitOfWork, session_factory: sessionmaker[Session], ws: str) -> None:
     contacts = make_contacts(20)
     upsert_contacts(uow, ws, contacts, now=NOW)
