@@ -86,8 +86,8 @@ def evaluate_pending(uow: UnitOfWork, workspace_id: str, *, now: float, limit: i
     If more may be pending (it took ``limit``), another :class:`EvaluatePending` follows: on
     PostgreSQL sent at once to a dispatcher that runs work elsewhere, so a burst is evaluated by
     as many workers as are free, or else after the commit (:meth:`.UnitOfWork.add_waiting`).
-    The instant of
-    evaluation is never earlier than the workspace's last tick (see :func:`evaluation_instant`).
+    The instant of evaluation is never earlier than the workspace's last tick (see
+    :func:`evaluation_instant`).
     """
     with uow:
         now = evaluation_instant(uow, workspace_id, now)

@@ -105,9 +105,9 @@ def _append_events_sql(
 ) -> Any:
     """PostgreSQL: ``INSERT INTO membership_events ... SELECT ... FROM changed ORDER BY ...`` as a
     CTE, one event per row of ``changed`` (segment_id, contact_id, kind), each with a fresh
-    time-ordered id (:func:`.ids.uuid7_sql`); ``seq`` follows the order (what :func:`queries.append_events`
-    gives a list sorted the same way).  The other columns are SQL expressions: constants, or
-    parameters of a statement built once."""
+    time-ordered id (:func:`.ids.uuid7_sql`); ``seq`` follows the order (what
+    :func:`queries.append_events` gives a list sorted the same way).  The other columns are SQL
+    expressions: constants, or parameters of a statement built once."""
     rows = select(
         uuid7_sql(), workspace_id, changed.c.segment_id, changed.c.contact_id, changed.c.kind,
         cause, rule_version, occurred_at,
