@@ -1111,32 +1111,24 @@ def test_a_burst_is_evaluated_by_as_many_workers_as_take_it(
     assert sorted(entered) == [f"c{i}" for i in range(7)]
 
 
-def test_an_inline_dispatcher_gets_the_next_batch_after_the_commit(
-    bare_uow: UnitOfWork, session_factory: sessionmaker[Session], ws: str
+@pytest.mark.parametrize(
+    ("backend", "elsewhere"),
+    [("sqlite", False), pytest.param("postgresql", False, marks=pytest.mark.postgres), ("sqlite", True)],
+    indirect=["backend"],
+)
+def test_the_next_batch_waits_for_the_commit_inline_or_on_sqlite(
+    elsewhere: bool, bare_uow: UnitOfWork, session_factory: sessionmaker[Session], ws: str
 ) -> None:
-    """In one process the next evaluation must wait for this one's transaction (on SQLite it
-    could not even write meanwhile): the announcement comes after the commit."""
+    """In one process the next evaluation must wait for this one's transaction, and on SQLite,
+    which runs one writer at a time, another worker could only wait for it: the announcement
+    comes after the commit."""
     upsert_contacts(bare_uow, ws, [snapshot(f"c{i}", country="MY") for i in range(7)], now=NOW)
     workers = Workers(session_factory, limit=3)
-    workers.runs_elsewhere = False
+    workers.runs_elsewhere = elsewhere
 
     evaluate_pending(UnitOfWork(session_factory, workers), ws, now=NOW, limit=3)
 
     assert workers.pending_seen == [4, 1]  # each after the one before it committed
-    assert workers.taken == [["c6"], ["c3", "c4", "c5"]]
-
-
-@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-def test_on_sqlite_workers_elsewhere_get_the_next_batch_after_the_commit(
-    bare_uow: UnitOfWork, session_factory: sessionmaker[Session], ws: str
-) -> None:
-    """SQLite runs one writer at a time: another worker could only wait for this transaction."""
-    upsert_contacts(bare_uow, ws, [snapshot(f"c{i}", country="MY") for i in range(7)], now=NOW)
-    workers = Workers(session_factory, limit=3)
-
-    evaluate_pending(UnitOfWork(session_factory, workers), ws, now=NOW, limit=3)
-
-    assert workers.pending_seen == [4, 1]
     assert workers.taken == [["c6"], ["c3", "c4", "c5"]]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -70,11 +69,14 @@ from contact_segments.storage import (
     workspaces_with_undelivered_events,
 )
 from contact_segments.storage.ids import uuid7_sql
+from tests.support.ids import assert_uuid7_between
 
 NOW = 1_750_000_000.0
 WS = "ws-1"
 TABLES = {"workspaces", "contacts", "segments", "memberships", "membership_events", "default_registry"}
 RULE = {"!!": [{"var": "country"}]}
+CLOCKS_APART_MS = 1000
+"""How far the database server's clock may be from this process's (the same machine's here)."""
 POSTGRESQL_ONLY = pytest.mark.parametrize(
     "backend", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
 )
@@ -493,28 +495,22 @@ def test_a_membership_diff_writes_and_reports_only_what_changed(session: Session
 
 def test_events_get_time_ordered_ids_whichever_statement_writes_them(session: Session) -> None:
     """Version 7 UUIDs, stamped with the clock, from the diff statement (made in SQL on
-    PostgreSQL, in Python elsewhere) and from ``append_events`` (Python); later ones sort after."""
+    PostgreSQL, in Python elsewhere) and from ``append_events`` (Python); a later statement's
+    sort after an earlier one's."""
     a = create_segment(session, "A").id
     stamp = setwise.EventStamp("contact_changed", NOW, {a: 1})
     before = time.time_ns() // 1_000_000 - CLOCKS_APART_MS
     setwise.write_membership_diff(session, WS, [(a, f"c{i}") for i in range(300)], [], since=NOW, events=stamp)
-    session.flush()
     time.sleep(0.002)
+    setwise.write_membership_diff(session, WS, [(a, "c300")], [], since=NOW, events=stamp)
     append_events(session, [NewEvent(workspace_id=WS, segment_id=a, contact_id="c1", kind="exited", cause="contact_changed", rule_version=1, occurred_at=NOW)])
     after = time.time_ns() // 1_000_000 + CLOCKS_APART_MS
 
     ids = list(session.scalars(select(MembershipEvent.event_id).order_by(MembershipEvent.seq)))
-    assert len(ids) == len(set(ids)) == 301
+    assert len(ids) == len(set(ids)) == 302
     for event_id in ids:
-        parsed = uuid.UUID(event_id)
-        assert str(parsed) == event_id
-        assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
-        assert before <= parsed.int >> 80 <= after
-    assert max(ids[:-1]) < ids[-1]
-
-
-CLOCKS_APART_MS = 1000
-"""How far the database server's clock may be from this process's (the same machine's here)."""
+        assert_uuid7_between(event_id, before, after)
+    assert max(ids[:300]) < ids[300]  # one clock: the database's on PostgreSQL, ours elsewhere
 
 
 @POSTGRESQL_ONLY
@@ -527,9 +523,7 @@ def test_uuid7_sql_makes_a_new_random_id_per_row(session: Session) -> None:
     assert len({made[:13] for made in ids}) == 1  # one statement, one instant
     assert len({made[15:18] for made in ids}) > 500  # the 12 random bits after the version vary
     for made in ids:
-        parsed = uuid.UUID(made)
-        assert (str(parsed), parsed.version, parsed.variant) == (made, 7, uuid.RFC_4122)
-        assert before <= parsed.int >> 80 <= after
+        assert_uuid7_between(made, before, after)
 
 
 def test_members_stream_in_stable_batches(session: Session) -> None:

@@ -6,10 +6,7 @@ import time
 import uuid
 
 from contact_segments.storage.ids import new_uuid7
-
-
-def milliseconds_of(text: str) -> int:
-    return uuid.UUID(text).int >> 80
+from tests.support.ids import assert_uuid7_between
 
 
 def test_an_id_is_a_version_7_uuid_stamped_with_the_clock() -> None:
@@ -19,10 +16,7 @@ def test_an_id_is_a_version_7_uuid_stamped_with_the_clock() -> None:
 
     assert len(set(ids)) == len(ids)
     for text in ids:
-        parsed = uuid.UUID(text)
-        assert str(parsed) == text  # canonical: lower case, dashed
-        assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
-        assert before <= milliseconds_of(text) <= after
+        assert_uuid7_between(text, before, after)
 
 
 def test_ids_of_later_milliseconds_sort_after_earlier_ones() -> None:
