@@ -108,27 +108,6 @@ class Diff:
         self.exited.extend(other.exited)
 
 
-def apply_diff(
-    session: Session,
-    workspace_id: str,
-    to_enter: Iterable[tuple[int, str]],
-    to_exit: Iterable[tuple[int, str]],
-    *,
-    versions: Mapping[int, int],
-    cause: EventCause,
-    now: float,
-    exclusive: bool = False,
-) -> Diff:
-    """Write memberships and one event per pair that really changed, in the caller's transaction
-    (events in contact id order, then segment id; see :func:`setwise.write_membership_diff`,
-    also for ``exclusive``)."""
-    entered, exited = setwise.write_membership_diff(
-        session, workspace_id, to_enter, to_exit, since=now, events=setwise.EventStamp(cause.value, now, versions),
-        exclusive=exclusive,
-    )  # fmt: skip
-    return Diff(entered, exited)
-
-
 def _event(
     workspace_id: str, segment_id: int, contact_id: str | None, kind: EventKind, cause: EventCause, version: int, now: float
 ) -> NewEvent:
@@ -153,7 +132,8 @@ def evaluate_contacts(
     segments: Sequence[Segment] | None = None,
     changed: Mapping[str, frozenset[str] | None] | None = None,
 ) -> Diff:
-    """Re-evaluate contacts with the compiled predicates and write the membership diff.
+    """Re-evaluate contacts with the compiled predicates and write the membership diff, an
+    event per membership that changed.
 
     ``segments`` defaults to all of the workspace's; ``changed`` maps a contact id to the fields
     that changed (None: all of them, e.g. a new contact), so a segment whose rule reads none of
@@ -181,26 +161,28 @@ def evaluate_contacts(
     versions = {c.id: c.rule_version for c in compiled}
     # Only the columns these rules read (``reads`` is complete: it also decides which changes
     # re-evaluate a segment at all).
-    views, current = q.evaluation_state(session, workspace_id, ids, fields=frozenset().union(*(c.reads for c in compiled)))
-    to_enter: list[tuple[int, str]] = []
-    to_exit: list[tuple[int, str]] = []
+    views = q.load_contact_views(session, workspace_id, ids, fields=frozenset().union(*(c.reads for c in compiled)))
+    # The memberships are not read first: each pair considered goes to the write as in or out,
+    # and the write changes (and makes events for) just the pairs that differ.  Holding the
+    # contacts and the segments (see above), nobody else writes these pairs meanwhile, so that
+    # is the diff a read would have found, without the read.
+    belong: list[tuple[int, str]] = []
+    not_belong: list[tuple[int, str]] = []
     for contact_id in ids:
         view = views.get(contact_id)
-        member_of = current.get(contact_id, set())
-        if view is None:
-            to_exit.extend((c.id, contact_id) for c in compiled if c.id in member_of)
+        if view is None:  # no longer stored: a member of none
+            not_belong.extend((c.id, contact_id) for c in compiled)
             continue
         data = {**view, "now": now}
         fields = changed.get(contact_id) if changed is not None else None
         for segment in compiled:
             if fields is not None and not (segment.reads & fields):
                 continue
-            matches = segment.predicate(data)
-            if matches and segment.id not in member_of:
-                to_enter.append((segment.id, contact_id))
-            elif not matches and segment.id in member_of:
-                to_exit.append((segment.id, contact_id))
-    return apply_diff(session, workspace_id, to_enter, to_exit, versions=versions, cause=cause, now=now)
+            (belong if segment.predicate(data) else not_belong).append((segment.id, contact_id))
+    entered, exited = setwise.write_membership_diff(
+        session, workspace_id, belong, not_belong, since=now, events=setwise.EventStamp(cause.value, now, versions)
+    )
+    return Diff(entered, exited)
 
 
 def rebuild_batch(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache, reduce
+from functools import reduce
 from itertools import islice
 from typing import Any, NotRequired, TypedDict, TypeVar, cast
 
@@ -24,7 +24,6 @@ from sqlalchemy import (
     Table,
     TableValuedAlias,
     Text,
-    and_,
     any_,
     bindparam,
     case,
@@ -449,49 +448,6 @@ def memberships_of(session: Session, workspace_id: str, contact_ids: Iterable[st
         for contact_id, segment_id in rows.tuples().all():  # fetched at once: row by row costs twice as much
             segments.setdefault(contact_id, set()).add(segment_id)
     return segments
-
-
-def evaluation_state(
-    session: Session, workspace_id: str, contact_ids: Iterable[str], *, fields: Collection[str] | None = None
-) -> tuple[dict[str, ContactView], dict[str, set[int]]]:
-    """What evaluating ``contact_ids`` reads: :func:`load_contact_views` (with ``fields``) and
-    :func:`memberships_of`, as they give them.
-
-    On PostgreSQL one statement per batch reads both, each contact's memberships as an array
-    beside its row (a contact no longer stored keeps a row, for its memberships); it is built
-    once per set of fields.  Elsewhere the two queries.
-    """
-    if _dialect(session) != "postgresql":
-        return load_contact_views(session, workspace_id, contact_ids, fields=fields), memberships_of(session, workspace_id, contact_ids)
-    names = _view_names(fields)
-    statement = _evaluation_state_statement(names)
-    views: dict[str, ContactView] = {}
-    segments: dict[str, set[int]] = {}
-    for batch in batched(sorted(set(contact_ids)), BATCH_SIZE):
-        rows = session.execute(statement, {"workspace_id": workspace_id, "ids": batch}).tuples().all()
-        for contact_id, stored, member_of, *values in rows:
-            if stored is not None:
-                views[contact_id] = cast(ContactView, dict(zip(names, (contact_id, *values), strict=True)))
-            if member_of:
-                segments[contact_id] = set(member_of)
-    return views, segments
-
-
-@lru_cache(maxsize=64)
-def _evaluation_state_statement(names: tuple[str, ...]) -> Select[Any]:
-    """PostgreSQL: ``SELECT given.id, contacts.id, ARRAY(SELECT segment_id FROM memberships ...),
-    <the other view columns> FROM unnest(:ids) AS given(id) LEFT JOIN contacts ...``."""
-    workspace_id = bindparam("workspace_id", type_=Text())
-    given = func.unnest(bindparam("ids", type_=postgresql.ARRAY(Text()))).table_valued("id").render_derived("given")
-    member_of = func.array(
-        select(_memberships.c.segment_id)
-        .where(_memberships.c.workspace_id == workspace_id, _memberships.c.contact_id == given.c.id)
-        .scalar_subquery()
-    )
-    stored = and_(_contacts.c.workspace_id == workspace_id, _contacts.c.id == given.c.id)
-    return select(
-        given.c.id, _contacts.c.id, member_of, *(_contacts.c[name] for name in names if name != "id")
-    ).select_from(given.outerjoin(_contacts, stored))
 
 
 def member_counts(session: Session, workspace_id: str) -> dict[int, int]:

@@ -381,7 +381,9 @@ def write_membership_diff(
 ) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
     """Add the ``to_enter`` memberships and remove the ``to_exit`` ones, with one event per pair
     that really changed, in contact id order (then segment id); return the ``(segment_id,
-    contact_id)`` pairs that entered and those that exited, each sorted.
+    contact_id)`` pairs that entered and those that exited, each sorted.  A pair that is already
+    as asked (a member to enter, a non-member to exit) costs a lookup of the primary key and
+    makes no event, so a caller may give every pair it considered, as it wants it.
 
     Elsewhere this is :func:`queries.add_memberships`, :func:`queries.remove_memberships` and
     :func:`queries.append_events`.  On PostgreSQL it is one statement per chunk of pairs (whole
@@ -473,7 +475,10 @@ def _diff_statement(on_conflict: bool) -> Any:
         .returning(member.segment_id, member.contact_id)
         .cte("exited")
     )
-    rows = select(given_in.c.segment_id, given_in.c.contact_id, workspace_id, bindparam("since", type_=Double))
+    # A pair that is a member already is skipped by a probe of the primary key, so a caller may
+    # give the memberships it wants instead of reading those that exist first.
+    already = exists().where(member.segment_id == given_in.c.segment_id, member.contact_id == given_in.c.contact_id)
+    rows = select(given_in.c.segment_id, given_in.c.contact_id, workspace_id, bindparam("since", type_=Double)).where(~already)
     entered = _entered(rows, on_conflict=on_conflict)
     changed = _changed(entered, exited)
     versions = bindparam("rule_versions", type_=postgresql.JSONB)
