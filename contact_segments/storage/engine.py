@@ -7,6 +7,7 @@ import sqlite3
 import time
 from typing import Any
 
+from psycopg.types.array import ListBinaryDumper
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -47,12 +48,22 @@ def make_engine(url: str | URL | None = None, **options: Any) -> Engine:
     engine = create_engine(parsed, **options)
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)
+    elif engine.dialect.driver == "psycopg":
+        _configure_psycopg(engine)
     return engine
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions bound to ``engine``; objects stay readable after commit."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def _configure_psycopg(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Lists (ids, pairs: thousands of values per batch) go to the server in binary.  The
+        # text format quotes them value by value in Python, three times slower.
+        dbapi_connection.adapters.register_dumper(list, ListBinaryDumper)
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -17,7 +17,7 @@ import os
 import time
 import uuid
 
-from sqlalchemy import BigInteger, ColumnElement, Text, cast, func
+from sqlalchemy import BigInteger, ColumnElement, Text, cast, func, select
 
 _RANDOM_BITS = 62
 """The random bits after the variant (the 12 after the version come from another 12 bits)."""
@@ -49,4 +49,5 @@ def uuid7_sql() -> ColumnElement[str]:
     milliseconds = cast(func.floor(func.extract("epoch", func.statement_timestamp()) * 1000), BigInteger)
     clock = func.lpad(func.to_hex(milliseconds), 12, "0")
     head = func.concat(func.substr(clock, 1, 8), "-", func.substr(clock, 9, 4), "-7")  # 15 characters
-    return func.overlay(cast(func.gen_random_uuid(), Text), head, 1, 15, type_=Text)
+    # A subquery of no table runs once per statement (an InitPlan), not once per row.
+    return func.overlay(cast(func.gen_random_uuid(), Text), select(head).scalar_subquery(), 1, 15, type_=Text)

@@ -12,7 +12,7 @@ Conventions:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from enum import StrEnum
 from typing import Any
 
@@ -64,6 +64,11 @@ class StringList(TypeDecorator[list[str]]):
 
     def process_bind_param(self, value: Iterable[str] | None, dialect: Dialect) -> list[str] | None:
         return None if value is None else list(value)  # a tuple would reach psycopg as a record
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any] | None:
+        if dialect.name == "postgresql":
+            return None  # psycopg gives a text[] as a list already; ARRAY's processor would copy it
+        return super().result_processor(dialect, coltype)
 
 
 JSONDocument = JSON().with_variant(postgresql.JSONB(), "postgresql")

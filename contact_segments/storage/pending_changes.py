@@ -68,9 +68,9 @@ def take(session: Session, workspace_id: str, *, limit: int = BATCH_SIZE) -> dic
             delete(_pending)
             .where(pending.workspace_id == workspace_id, pending.contact_id == any_(taken_ids))
             .returning(pending.contact_id, pending.mask)
-        ).all()
+        ).tuples().all()  # plain tuples: sorting rows compares them in Python
     else:
-        rows = session.execute(locked).all()
+        rows = session.execute(locked).tuples().all()
         for batch in batched([contact_id for contact_id, _ in rows], BATCH_SIZE):
             session.execute(
                 delete(_pending).where(
