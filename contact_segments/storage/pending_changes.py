@@ -22,9 +22,9 @@ lock on the wide contact row (PostgreSQL; SQLite runs one writer at a time):
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, any_, delete, func, select
+from sqlalchemy import Delete, Integer, Select, Table, Text, any_, bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from .models import TRACKED_FIELDS, PendingChange
@@ -48,36 +48,49 @@ def take(session: Session, workspace_id: str, *, limit: int = BATCH_SIZE) -> dic
     AS MATERIALIZED (SELECT ... FOR UPDATE SKIP LOCKED) DELETE ... RETURNING``.  (On SQLite, a
     SELECT, then a DELETE: its transactions exclude every other writer anyway.)
     """
+    if session.get_bind().dialect.name == "postgresql":
+        rows = session.execute(_take_statement(), {"workspace_id": workspace_id, "limit": limit}).all()
+    else:
+        rows = session.execute(_locked(workspace_id, limit)).all()
+        for batch in batched([contact_id for contact_id, _ in rows], BATCH_SIZE):
+            session.execute(
+                delete(_pending).where(
+                    _pending.c.workspace_id == workspace_id, among(session, _pending.c.contact_id, batch)
+                )
+            )
+    return dict(sorted((contact_id, fields_of(mask)) for contact_id, mask in rows))  # sorts tuples, not rows
+
+
+def _locked(workspace_id: Any, limit: Any) -> Select[tuple[str, int]]:
+    """``SELECT contact_id, mask ... ORDER BY contact_id LIMIT ... FOR UPDATE SKIP LOCKED``."""
     pending = _pending.c
-    locked = (
+    return (
         select(pending.contact_id, pending.mask)
         .where(pending.workspace_id == workspace_id)
         .order_by(pending.contact_id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    if session.get_bind().dialect.name == "postgresql":
-        # A MATERIALIZED CTE runs once.  As a plain subquery the planner may rescan it for each
-        # row it deletes, and a rescan of FOR UPDATE skips the rows just deleted and moves on
-        # to the next ones: the LIMIT would not hold.
-        # The taken rows are then deleted by key (``= ANY(ARRAY(...))``): joined, the planner
-        # may read all the workspace's pending rows again to hash them.
-        taken = locked.cte("taken").prefix_with("MATERIALIZED")
-        taken_ids = func.array(select(taken.c.contact_id).scalar_subquery())
-        rows = session.execute(
-            delete(_pending)
-            .where(pending.workspace_id == workspace_id, pending.contact_id == any_(taken_ids))
-            .returning(pending.contact_id, pending.mask)
-        ).tuples().all()  # plain tuples: sorting rows compares them in Python
-    else:
-        rows = session.execute(locked).tuples().all()
-        for batch in batched([contact_id for contact_id, _ in rows], BATCH_SIZE):
-            session.execute(
-                delete(_pending).where(
-                    pending.workspace_id == workspace_id, among(session, pending.contact_id, batch)
-                )
-            )
-    return {contact_id: fields_of(mask) for contact_id, mask in sorted(rows)}
+
+
+@lru_cache(maxsize=1)
+def _take_statement() -> Delete:
+    """PostgreSQL: ``WITH taken AS MATERIALIZED (<locked>) DELETE ... RETURNING``, built once.
+
+    A MATERIALIZED CTE runs once.  As a plain subquery the planner may rescan it for each row it
+    deletes, and a rescan of FOR UPDATE skips the rows just deleted and moves on to the next
+    ones: the LIMIT would not hold.  The taken rows are then deleted by key (``= ANY(ARRAY(...))``):
+    joined, the planner may read all the workspace's pending rows again to hash them.
+    """
+    pending = _pending.c
+    workspace_id = bindparam("workspace_id", type_=Text())
+    taken = _locked(workspace_id, bindparam("limit", type_=Integer())).cte("taken").prefix_with("MATERIALIZED")
+    taken_ids = func.array(select(taken.c.contact_id).scalar_subquery())
+    return (
+        delete(_pending)
+        .where(pending.workspace_id == workspace_id, pending.contact_id == any_(taken_ids))
+        .returning(pending.contact_id, pending.mask)
+    )
 
 
 def workspaces_with_pending(session: Session) -> list[str]:
