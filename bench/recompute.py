@@ -17,7 +17,9 @@ this times, through the service:
 * ``targeted`` - ``--changed`` (10,000) changed snapshots stored with
   ``service.store_snapshots`` (untimed), then ``service.evaluate_pending`` until it schedules
   no follow-up (timed), in contacts/s.  Floor: reading the same contacts' rows (the columns the
-  five defaults read) and memberships by id, in batches of 1,000 as the service does.  Then, for
+  five defaults read) and memberships by id, in batches of 1,000 as the service does (the
+  service finds the memberships in its write instead of reading them; the floor stays what it
+  was, a fixed yardstick).  Then, for
   information, the same with ``--evaluators`` (2) processes calling ``evaluate_pending`` at once,
   as one worker at ``--concurrency 2`` does (started before the clock; each takes its own
   batches, and each must have evaluated some); its floor reads the contacts in as many processes.
@@ -313,8 +315,8 @@ def pending_count(engine: Engine) -> int:
 
 
 def floor_read(engine: Engine, ids: list[str]) -> None:
-    """What any targeted evaluation must read: the contacts' rows (the columns the five
-    defaults read) and their memberships."""
+    """What any targeted evaluation must look at: the contacts' rows (the columns the five
+    defaults read) and their memberships (read here; the service finds them in its write)."""
     columns = "id, created_at, last_incoming_message_at, tags, country, language"
     with engine.connect() as connection:
         for start in range(0, len(ids), q.BATCH_SIZE):

@@ -122,6 +122,11 @@ def _event(
     )
 
 
+READ_FIRST_ABOVE = 2
+"""(Segment, contact) pairs per contact above which :func:`evaluate_contacts` reads the
+contacts' memberships before it writes."""
+
+
 def evaluate_contacts(
     session: Session,
     workspace_id: str,
@@ -131,6 +136,7 @@ def evaluate_contacts(
     cause: EventCause,
     segments: Sequence[Segment] | None = None,
     changed: Mapping[str, frozenset[str] | None] | None = None,
+    read_first: bool | None = None,
 ) -> Diff:
     """Re-evaluate contacts with the compiled predicates and write the membership diff, an
     event per membership that changed.
@@ -140,10 +146,18 @@ def evaluate_contacts(
     them is left alone for that contact.  A contact that no longer exists leaves every segment
     considered.
 
+    Each (segment, contact) pair considered goes to the write as in or out, and the write
+    changes (and makes events for) just the pairs that differ: one lookup of the primary key
+    per pair.  When the pairs outnumber the contacts more than :data:`READ_FIRST_ABOVE` times
+    (a new contact considers every segment), the contacts' memberships are read first, one
+    index range per contact, and only the pairs that change are written.  ``read_first``
+    decides instead (the two ways give the same result).
+
     The caller must hold the contacts, so that two evaluations of one contact never interleave:
     their pending rows taken (:func:`~..storage.pending_changes.take`), or the contacts deleted
     in this transaction (:func:`~..storage.queries.delete_contacts`, which waits for an
-    evaluation holding them).
+    evaluation holding them).  It must also hold the workspace row share-locked
+    (:func:`.segments.evaluation_instant`), so no tick writes these memberships meanwhile.
 
     The segments must have been read under a share lock in this transaction (PostgreSQL; the
     default list is): an edit or a rebuild batch locks its segment's row exclusively, so none
@@ -162,10 +176,8 @@ def evaluate_contacts(
     # Only the columns these rules read (``reads`` is complete: it also decides which changes
     # re-evaluate a segment at all).
     views = q.load_contact_views(session, workspace_id, ids, fields=frozenset().union(*(c.reads for c in compiled)))
-    # The memberships are not read first: each pair considered goes to the write as in or out,
-    # and the write changes (and makes events for) just the pairs that differ.  Holding the
-    # contacts and the segments (see above), nobody else writes these pairs meanwhile, so that
-    # is the diff a read would have found, without the read.
+    # Holding the contacts, the workspace and the segments (see above), nobody else writes
+    # these pairs meanwhile: what the write finds is what a read would have found.
     belong: list[tuple[int, str]] = []
     not_belong: list[tuple[int, str]] = []
     for contact_id in ids:
@@ -179,6 +191,12 @@ def evaluate_contacts(
             if fields is not None and not (segment.reads & fields):
                 continue
             (belong if segment.predicate(data) else not_belong).append((segment.id, contact_id))
+    if read_first is None:
+        read_first = len(belong) + len(not_belong) > READ_FIRST_ABOVE * len(ids)
+    if read_first:
+        current = q.memberships_of(session, workspace_id, ids)
+        belong = [(s, c) for s, c in belong if s not in current.get(c, ())]
+        not_belong = [(s, c) for s, c in not_belong if s in current.get(c, ())]
     entered, exited = setwise.write_membership_diff(
         session, workspace_id, belong, not_belong, since=now, events=setwise.EventStamp(cause.value, now, versions)
     )

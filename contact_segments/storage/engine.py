@@ -7,7 +7,6 @@ import sqlite3
 import time
 from typing import Any
 
-from psycopg.types.array import ListBinaryDumper
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -59,6 +58,8 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 def _configure_psycopg(engine: Engine) -> None:
+    from psycopg.types.array import ListBinaryDumper  # here: SQLite needs no psycopg
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Lists (ids, pairs: thousands of values per batch) go to the server in binary.  The

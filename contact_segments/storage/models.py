@@ -270,7 +270,8 @@ class Segment(Base):
 class Membership(Base):
     __tablename__ = "memberships"
     __table_args__ = (
-        # A contact's memberships, read from the index alone (see migration 0002).
+        # A contact's memberships, read from the index alone (see migration 0002): an
+        # evaluation that reads first, explain, a contact's deletion.
         Index("ix_memberships_workspace_id_contact_id_segment_id", "workspace_id", "contact_id", "segment_id"),
     )
 

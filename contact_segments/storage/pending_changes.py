@@ -14,7 +14,7 @@ lock on the wide contact row (PostgreSQL; SQLite runs one writer at a time):
 * a writer of the contact writes its row first, then its pending row: if an evaluation holds the
   pending row, the writer waits for it (a unique key check waits for the deleting transaction),
   so a newer snapshot is marked pending only once the evaluation of the older one has committed,
-  and the next evaluation reads the memberships it wrote;
+  and the next evaluation starts from the memberships it wrote;
 * deleting a contact deletes its pending row last, and so waits the same way
   (:func:`.queries.delete_contacts`).
 """

@@ -357,7 +357,7 @@ def delete_contacts(session: Session, workspace_id: str, contact_ids: Iterable[s
 
     The contacts' pending changes go too, after their rows: deleting a pending row that an
     evaluation has taken waits for that evaluation's transaction to end, so the caller then
-    reads the memberships it wrote (see :mod:`.pending_changes`).
+    starts from the memberships it wrote (see :mod:`.pending_changes`).
     """
     deleted: list[str] = []
     for batch in batched(sorted(set(contact_ids)), BATCH_SIZE):

@@ -6,7 +6,7 @@ statement that derives the events from the rows it changed).  The property: for 
 rules, contact sets, changed fields and arbitrary (often wrong) starting memberships, every
 (segment, contact) pair the change concerns ends as the predicate says of the stored view,
 every other pair is left as it was, and there is exactly one event per pair that moved, in
-contact id order, then segment id.
+contact id order, then segment id; whether or not the memberships are read before the write.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
             )
         ),
         "members": draw(st.sets(st.sampled_from(pairs))) if pairs else set(),  # (rule index, contact id)
+        "read_first": draw(st.sampled_from([None, False, True])),  # by cost, never, always
     }
 
 
@@ -118,11 +119,11 @@ def test_evaluating_changed_contacts_agrees_with_the_python_predicate(
                         expected.add((segment.id, contact_id))
                     else:
                         expected.discard((segment.id, contact_id))
-            note(f"rules={scenario['rules']} changed={scenario['changed']}")
+            note(f"rules={scenario['rules']} changed={scenario['changed']} read_first={scenario['read_first']}")
 
             diff = evaluate_contacts(
                 session, workspace_id, scenario["changed"], now=now, cause=EventCause.CONTACT_CHANGED,
-                segments=segments, changed=scenario["changed"],
+                segments=segments, changed=scenario["changed"], read_first=scenario["read_first"],
             )  # fmt: skip
 
             after = set(

@@ -125,6 +125,20 @@ def warm_engine(db_url: str, *, connections: int) -> Engine:
     return engine
 
 
+def _waiting_on_locks(engine: Engine, application_name: str, *, timeout: float = 10) -> int:
+    """How many connections named ``application_name`` wait for a lock, once one does (or after
+    ``timeout``).  Each look is its own transaction: PostgreSQL keeps one view of
+    ``pg_stat_activity`` per transaction."""
+    waiting = text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name AND wait_event_type = 'Lock'")
+    deadline = time.monotonic() + timeout
+    while True:
+        with engine.connect() as connection:
+            count = connection.scalar(waiting, {"name": application_name}) or 0
+        if count or time.monotonic() > deadline:
+            return count
+        time.sleep(0.02)
+
+
 def run_concurrently(count: int, work: Callable[[int], object]) -> list[object]:
     """Run ``work(i)`` in ``count`` threads released together; return each result or exception."""
     barrier = threading.Barrier(count)
@@ -450,24 +464,45 @@ def test_concurrent_adds_of_a_membership_report_it_once(session: Session, db_url
     assert sorted(map(str, results)) == [str([(segment_id, "c1")])] + ["[]"] * 9
 
 
-def test_concurrent_diffs_entering_one_membership_report_it_once(session: Session, db_url: str) -> None:
-    """None of the writers sees the membership when it starts; one adds it, and on PostgreSQL
-    the others' plain INSERT then fails on the key (they waited for the winner's commit) and
-    their statement runs again with ON CONFLICT DO NOTHING: one entry, one event."""
+@POSTGRESQL_ONLY
+def test_a_diff_entering_a_membership_another_writer_adds_meanwhile_reports_nothing(session: Session, db_url: str) -> None:
+    """The diff starts while another transaction holds the membership uncommitted: its INSERT
+    waits on the key, fails when that one commits, and its statement runs again with ON
+    CONFLICT DO NOTHING (:func:`setwise._insert_optimistically`): no entry, no event, no error."""
     segment_id = create_segment(session, "A").id
     session.commit()
-    engine = warm_engine(db_url, connections=10)
-    sessions = make_session_factory(engine)
+    engine = make_engine(db_url, connect_args={"application_name": "diff_race"})
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
     stamp = setwise.EventStamp("contact_changed", NOW, {segment_id: 1})
+    outcome: list[object] = []
 
-    def enter(_: int) -> list[tuple[int, str]]:
-        with sessions.begin() as own:
-            return setwise.write_membership_diff(own, WS, [(segment_id, "c1")], [], since=NOW, events=stamp)[0]
+    def enter() -> None:
+        try:
+            with make_session_factory(engine).begin() as own:
+                outcome.append(setwise.write_membership_diff(own, WS, [(segment_id, "c1")], [], since=NOW, events=stamp))
+        except BaseException as error:  # reported below
+            outcome.append(error)
 
-    results = run_concurrently(10, enter)
-    engine.dispose()
-    assert sorted(map(str, results)) == [str([(segment_id, "c1")])] + ["[]"] * 9
-    assert session.scalar(select(func.count()).select_from(MembershipEvent).where(MembershipEvent.workspace_id == WS)) == 1
+    other_engine = make_engine(db_url)
+    other = make_session_factory(other_engine)()
+    try:
+        add_memberships(other, WS, [(segment_id, "c1")], since=NOW)
+        other.flush()
+        racer = threading.Thread(target=enter)
+        racer.start()
+        assert _waiting_on_locks(other_engine, "diff_race") == 1  # the diff's INSERT waits for the other writer
+        other.commit()
+        racer.join(timeout=30)
+    finally:
+        other.close()
+        other_engine.dispose()
+        engine.dispose()
+
+    assert outcome == [([], [])]
+    assert any("ON CONFLICT" in statement for statement in statements)  # the second attempt
+    assert session.scalar(select(func.count()).select_from(MembershipEvent).where(MembershipEvent.workspace_id == WS)) == 0
+    assert memberships_of(session, WS, ["c1"]) == {"c1": {segment_id}}
 
 
 def test_a_membership_diff_writes_and_reports_only_what_changed(session: Session) -> None:
