@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, Table, delete, insert, select
+from sqlalchemy import Engine, Table, delete, event, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from contact_segments.rules import compile_predicate
-from contact_segments.service.membership import compiled_segment, evaluate_contacts
+from contact_segments.service.membership import READ_FIRST_ABOVE, compiled_segment, evaluate_contacts
 from contact_segments.service.snapshots import load_snapshot
 from contact_segments.storage import (
     TRACKED_FIELDS,
@@ -146,6 +146,46 @@ def test_evaluating_changed_contacts_agrees_with_the_python_predicate(
                 key=lambda e: (e[0].encode("utf-8"), e[1]),  # contact ids in byte (C collation) order
             )
             assert [tuple(e) for e in events] == moved
+        finally:
+            session.rollback()
+            _drop(session, workspace_id)
+            session.commit()
+
+
+def test_the_memberships_are_read_first_only_when_the_pairs_outnumber_the_contacts(
+    sessions: sessionmaker[Session], engine: Engine
+) -> None:
+    """Two contacts and six segments: a change of every field considers 12 pairs, more than
+    ``READ_FIRST_ABOVE`` per contact, and reads the memberships first; a change of the one
+    field a single segment reads considers 2, and goes straight to the write."""
+    scenario = {
+        "now": NOWS[0],
+        "contacts": [{"id": "a", "version": 1, "country": "MY"}, {"id": "b", "version": 1}],
+        "rules": [{"!!": [{"var": "country"}]}] + [{"!!": [{"var": "language"}]}] * 5,
+        "members": set(),
+    }
+    statements: list[str] = []
+
+    def capture(*args: Any) -> None:
+        statements.append(args[2])  # before_cursor_execute's statement
+
+    with sessions() as session:
+        workspace_id, segments = _setup(session, scenario)
+        assert 12 > READ_FIRST_ABOVE * 2 > 2
+        try:
+            reads = []
+            for changed in ({"a": None, "b": None}, {"a": frozenset({"country"}), "b": frozenset({"country"})}):
+                statements.clear()
+                event.listen(engine, "before_cursor_execute", capture)
+                try:
+                    evaluate_contacts(
+                        session, workspace_id, changed, now=scenario["now"], cause=EventCause.CONTACT_CHANGED,
+                        segments=segments, changed=changed,
+                    )  # fmt: skip
+                finally:
+                    event.remove(engine, "before_cursor_execute", capture)
+                reads.append(any(s.lstrip().startswith("SELECT") and "FROM memberships" in s for s in statements))
+            assert reads == [True, False]
         finally:
             session.rollback()
             _drop(session, workspace_id)
