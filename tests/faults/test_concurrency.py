@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, select
 
 from contact_segments import service
 from contact_segments.rules import compile_predicate, rule_to_sql
@@ -48,6 +48,7 @@ from contact_segments.storage import (
     make_session_factory,
 )
 from contact_segments.storage import queries as q
+from tests.support.locks import waiting_on_locks
 
 from .conftest import POSTGRESQL_ONLY
 from .harness import report
@@ -300,14 +301,7 @@ def test_an_edit_waits_for_an_evaluation_still_on_the_old_rule(db_url: str, monk
     try:
         assert read.wait(timeout=30)
         edit = run(lambda: service.edit_segment(uow, WORKSPACE, segment.id, rule=RuleInput(rule=MALAYSIA), now=T0))
-        waiting = text(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE application_name = 'segments-edit-race' AND wait_event_type = 'Lock'"
-        )
-        deadline = time.monotonic() + 5
-        with engine.connect() as connection:  # the edit queues behind the evaluation (or, unfixed, is done)
-            while edit.is_alive() and not connection.execute(waiting).scalar() and time.monotonic() < deadline:
-                time.sleep(0.02)
+        waiting_on_locks(engine, "segments-edit-race", timeout=5)  # the edit queues behind the evaluation (or, unfixed, is done)
         resume.set()
         evaluation.join(timeout=30)
         edit.join(timeout=30)

@@ -12,7 +12,6 @@ import dataclasses
 import multiprocessing
 import random
 import threading
-import time
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -20,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, func, select, text, update
+from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from contact_segments.plugin import create_plugin_manager, hookimpl
@@ -73,6 +72,7 @@ from contact_segments.storage import (
     make_engine,
     make_session_factory,
 )
+from tests.support.locks import waiting_on_locks
 
 NOW = 1_750_000_000.0  # 2025-06-15T15:06:40Z
 HOUR = 3_600
@@ -790,16 +790,7 @@ class PausedEvaluation:
 
     def waiting_on_locks(self, expected: int = 1, *, timeout: float = 10) -> int:
         """How many of our connections wait for a lock, once that is ``expected`` (or ``timeout``)."""
-        waiting = text(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = :name AND wait_event_type = 'Lock'"
-        )
-        deadline = time.monotonic() + timeout
-        with self.engine.connect() as connection:
-            while True:
-                count = connection.execute(waiting, {"name": self.APPLICATION}).scalar() or 0
-                if count >= expected or time.monotonic() > deadline:
-                    return count
-                time.sleep(0.02)
+        return waiting_on_locks(self.engine, self.APPLICATION, expected=expected, timeout=timeout)
 
     def finish(self) -> None:
         self._resume.set()

@@ -69,6 +69,7 @@ from contact_segments.storage import (
 )
 from contact_segments.storage.ids import uuid7_sql
 from tests.support.ids import assert_uuid7_between
+from tests.support.locks import waiting_on_locks
 
 NOW = 1_750_000_000.0
 WS = "ws-1"
@@ -123,20 +124,6 @@ def warm_engine(db_url: str, *, connections: int) -> Engine:
     for connection in opened:
         connection.close()  # back to the pool, still connected
     return engine
-
-
-def _waiting_on_locks(engine: Engine, application_name: str, *, timeout: float = 10) -> int:
-    """How many connections named ``application_name`` wait for a lock, once one does (or after
-    ``timeout``).  Each look is its own transaction: PostgreSQL keeps one view of
-    ``pg_stat_activity`` per transaction."""
-    waiting = text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name AND wait_event_type = 'Lock'")
-    deadline = time.monotonic() + timeout
-    while True:
-        with engine.connect() as connection:
-            count = connection.scalar(waiting, {"name": application_name}) or 0
-        if count or time.monotonic() > deadline:
-            return count
-        time.sleep(0.02)
 
 
 def run_concurrently(count: int, work: Callable[[int], object]) -> list[object]:
@@ -491,7 +478,7 @@ def test_a_diff_entering_a_membership_another_writer_adds_meanwhile_reports_noth
         other.flush()
         racer = threading.Thread(target=enter)
         racer.start()
-        assert _waiting_on_locks(other_engine, "diff_race") == 1  # the diff's INSERT waits for the other writer
+        assert waiting_on_locks(other_engine, "diff_race") == 1  # the diff's INSERT waits for the other writer
         other.commit()
         racer.join(timeout=30)
     finally:
