@@ -121,22 +121,38 @@ def _drain(
     """Hand the workspace's undelivered rows of ``outbox`` to the host, batch by batch, each in
     a transaction holding the workspace's delivery lock; return how many went.  A batch the
     host took is marked delivered; if the host raises, the batch's failed attempt is counted
-    and :class:`DeliveryFailed` raised."""
+    and :class:`DeliveryFailed` raised.
+
+    A deliverer that finds the lock taken leaves at once, so the one holding it must not miss
+    what was written meanwhile: when its fetch finds nothing, it lets the lock go and looks
+    once more (:func:`queries.has_undelivered`).  Rows committed after that fetch, whose own
+    delivery found the lock taken, are then delivered now instead of at the beat's next
+    recovery.  If the look sees rows that the next fetch still cannot take (another transaction
+    holds them: a deliverer, or a deletion of their segment), they are that transaction's.
+    """
     handed = 0
+    looked_again = False
     while True:
         with uow:
             if not q.try_lock_delivery(uow.session, workspace_id):
-                return handed  # another worker is delivering this workspace's outbox
+                return handed  # another deliverer has the outbox, and looks again when it lets go
             batch = q.fetch_undelivered_events(uow.session, workspace_id, limit=limit, outbox=outbox)
-            if not batch:
-                return handed
-            seqs = [row.seq for row in batch]
-            try:
-                hand(batch)
-            except Exception as error:
-                q.record_failed_delivery(uow.session, seqs, outbox=outbox)
+            if batch:
+                seqs = [row.seq for row in batch]
+                try:
+                    hand(batch)
+                except Exception as error:
+                    q.record_failed_delivery(uow.session, seqs, outbox=outbox)
+                    uow.commit()
+                    raise DeliveryFailed(f"the host failed to take {len(seqs)} {outbox.__tablename__}: {error!r}") from error
+                q.mark_events_delivered(uow.session, seqs, now=now, outbox=outbox)
                 uow.commit()
-                raise DeliveryFailed(f"the host failed to take {len(seqs)} {outbox.__tablename__}: {error!r}") from error
-            q.mark_events_delivered(uow.session, seqs, now=now, outbox=outbox)
-            uow.commit()
-            handed += len(seqs)
+                handed += len(seqs)
+                looked_again = False
+                continue
+        if looked_again:
+            return handed
+        with uow:  # the lock is let go: look once more
+            if not q.has_undelivered(uow.session, workspace_id, outbox=outbox):
+                return handed
+        looked_again = True

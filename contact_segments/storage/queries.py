@@ -670,6 +670,13 @@ def delete_workspace_rows(session: Session, workspace_id: str) -> None:
     session.execute(delete(_workspaces).where(_workspaces.c.id == workspace_id))
 
 
+def has_undelivered(session: Session, workspace_id: str, *, outbox: Outbox = MembershipEvent) -> bool:
+    """Whether the workspace has undelivered rows in the ``outbox``, locked or not (a look at
+    the undelivered index)."""
+    waiting = select(outbox.seq).where(outbox.workspace_id == workspace_id, outbox.delivered_at.is_(None))
+    return bool(session.scalar(select(exists(waiting))))
+
+
 def workspaces_with_undelivered_events(session: Session) -> list[str]:
     """The workspaces that have events or segment notifications waiting for delivery (from the
     undelivered indexes alone)."""

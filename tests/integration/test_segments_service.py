@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Engine, delete, event, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from contact_segments.plugin import create_plugin_manager, hookimpl
@@ -543,6 +543,72 @@ def test_segment_notifications_reach_the_host_once_in_order_even_after_it_failed
         uow, ws, lambda batch: order.extend(e.kind for e in batch), notify=lambda *c: order.append(c[2]), now=NOW
     )
     assert order[:2] == ["created", "built"] and other.id
+
+
+@POSTGRESQL_ONLY
+@pytest.mark.parametrize("outbox", ["events", "notifications"])
+def test_what_is_written_while_a_deliverer_finishes_is_delivered_by_it(
+    db_url: str, uow: UnitOfWork, ws: str, outbox: str
+) -> None:
+    """A delivery that finds another deliverer holding the workspace's lock leaves at once.  So
+    the deliverer holding it looks again after letting go: rows committed after its last fetch
+    are delivered now, not at the beat's next recovery (up to 30 s later)."""
+    deliver_events(uow, ws, lambda batch: None, notify=lambda *change: None, now=NOW)  # the defaults'
+    holder_engine = make_engine(db_url)
+    holder = UnitOfWork(make_session_factory(holder_engine))
+    table = "membership_events" if outbox == "events" else "segment_changes"
+    fetches: list[str] = []
+
+    def meanwhile(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if f"FROM {table}" in statement and "FOR UPDATE" in statement and not fetches:
+            fetches.append(statement)  # the holder's first fetch has run, and found nothing
+            if outbox == "events":
+                upsert_contacts(uow, ws, [snapshot("late", country="MY")], now=NOW)
+            else:
+                create_segment(uow, ws, name="Late", rule=RuleInput(rule=VIP), now=NOW)
+            told: list[Any] = []  # this change's own delivery finds the lock taken
+            assert deliver_events(uow, ws, told.extend, notify=lambda *c: told.append(c), now=NOW) == 0
+            assert told == []
+
+    event.listen(holder_engine, "after_cursor_execute", meanwhile)
+    delivered: list[Any] = []
+    try:
+        if outbox == "events":
+            assert deliver_events(holder, ws, delivered.extend, now=NOW) == len(delivered)
+        else:
+            deliver_events(holder, ws, None, notify=lambda *change: delivered.append(change), now=NOW)
+    finally:
+        holder_engine.dispose()
+    assert fetches
+    if outbox == "events":
+        assert delivered and {e.contact_id for e in delivered} == {"late"}
+    else:
+        assert [change[2] for change in delivered] == ["created"]
+
+
+@POSTGRESQL_ONLY
+def test_a_deliverer_leaves_events_another_transaction_holds_instead_of_waiting_for_them(
+    engine: Engine, uow: UnitOfWork, ws: str
+) -> None:
+    """Undelivered events that the fetch cannot take (another transaction holds them: here, as a
+    deletion of their segment would) are left to that transaction: the look after letting go of
+    the lock sees them, the fetch again does not, and the deliverer returns instead of spinning."""
+    deliver_events(uow, ws, lambda batch: None, now=NOW)
+    upsert_contacts(uow, ws, [snapshot("held", country="MY")], now=NOW)
+    with engine.connect() as other, other.begin():
+        held = other.scalars(
+            select(MembershipEvent.seq).where(MembershipEvent.delivered_at.is_(None)).with_for_update()
+        ).all()
+        assert held
+        outcome: list[Any] = []
+        delivering = threading.Thread(
+            target=lambda: outcome.append(deliver_events(uow, ws, lambda batch: outcome.append(batch), now=NOW))
+        )
+        delivering.start()
+        delivering.join(timeout=30)
+        assert not delivering.is_alive(), "the deliverer kept looking at events it cannot take"
+    assert outcome == [0]
+    assert deliver_events(uow, ws, lambda batch: None, now=NOW) == len(held)  # theirs once they let go
 
 
 def test_a_host_hook_that_leaves_out_the_change_id_still_hears_of_segment_changes(db_url: str) -> None:
