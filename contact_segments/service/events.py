@@ -76,6 +76,15 @@ class DeliveryFailed(Exception):
     """The host's hook raised while receiving events; they stay in the outbox for a retry."""
 
 
+class DeliveryBusy(Exception):
+    """Another deliverer held the workspace's outbox for longer than the wait (a slow host);
+    what this delivery came for stays in the outbox, for a retry."""
+
+
+DELIVERY_LOCK_WAIT = 10.0
+"""Seconds a delivery waits for the workspace's deliverer before it (see :func:`deliver_events`)."""
+
+
 def deliver_events(
     uow: UnitOfWork,
     workspace_id: str,
@@ -84,6 +93,7 @@ def deliver_events(
     notify: Notify | None = None,
     now: float,
     limit: int = DELIVERY_BATCH,
+    lock_wait: float = DELIVERY_LOCK_WAIT,
 ) -> int:
     """Hand the workspace's undelivered segment notifications to ``notify``, one by one, then
     its undelivered events to ``deliver``, in batches; return how many events went.
@@ -91,16 +101,23 @@ def deliver_events(
     Either may be None: what it would take stays in its outbox (``segments events`` shows the
     events).  One deliverer per workspace at a time (a database lock), so order holds across
     workers: a segment's "created" reaches the host before its "built" event, each contact's
-    events in order.  If the host raises, what it was handed is counted as attempted, stays
-    undelivered, and :class:`DeliveryFailed` propagates for the caller to retry.
+    events in order.  A delivery that finds the lock taken waits for it, so what was written
+    before it was sent is delivered now: the deliverer before may have looked before that was
+    committed.  If it waits longer than ``lock_wait`` seconds, :class:`DeliveryBusy`
+    propagates for the caller to retry.  If the host raises, what it was handed is counted as
+    attempted, stays undelivered, and :class:`DeliveryFailed` propagates for the caller to retry.
     """
     if notify is not None:
-        _drain(uow, workspace_id, SegmentChange, lambda changes: _notify_each(notify, workspace_id, changes), now=now, limit=limit)
+        _drain(
+            uow, workspace_id, SegmentChange, lambda changes: _notify_each(notify, workspace_id, changes),
+            now=now, limit=limit, lock_wait=lock_wait,
+        )  # fmt: skip
     if deliver is None:
         return 0
     return _drain(
-        uow, workspace_id, MembershipEvent, lambda events: deliver([EventView.of(event) for event in events]), now=now, limit=limit
-    )
+        uow, workspace_id, MembershipEvent, lambda events: deliver([EventView.of(event) for event in events]),
+        now=now, limit=limit, lock_wait=lock_wait,
+    )  # fmt: skip
 
 
 def _notify_each(notify: Notify, workspace_id: str, changes: Sequence[SegmentChange]) -> None:
@@ -117,42 +134,28 @@ def _drain(
     *,
     now: float,
     limit: int,
+    lock_wait: float,
 ) -> int:
     """Hand the workspace's undelivered rows of ``outbox`` to the host, batch by batch, each in
     a transaction holding the workspace's delivery lock; return how many went.  A batch the
     host took is marked delivered; if the host raises, the batch's failed attempt is counted
-    and :class:`DeliveryFailed` raised.
-
-    A deliverer that finds the lock taken leaves at once, so the one holding it must not miss
-    what was written meanwhile: when its fetch finds nothing, it lets the lock go and looks
-    once more (:func:`queries.has_undelivered`).  Rows committed after that fetch, whose own
-    delivery found the lock taken, are then delivered now instead of at the beat's next
-    recovery.  If the look sees rows that the next fetch still cannot take (another transaction
-    holds them: a deliverer, or a deletion of their segment), they are that transaction's.
-    """
+    and :class:`DeliveryFailed` raised.  Each batch waits for the deliverer before it
+    (:func:`queries.lock_delivery`), up to ``lock_wait`` seconds, else :class:`DeliveryBusy`."""
     handed = 0
-    looked_again = False
     while True:
         with uow:
-            if not q.try_lock_delivery(uow.session, workspace_id):
-                return handed  # another deliverer has the outbox, and looks again when it lets go
+            if not q.lock_delivery(uow.session, workspace_id, wait=lock_wait):
+                raise DeliveryBusy(f"another deliverer held workspace {workspace_id!r}'s outbox for over {lock_wait} s")
             batch = q.fetch_undelivered_events(uow.session, workspace_id, limit=limit, outbox=outbox)
-            if batch:
-                seqs = [row.seq for row in batch]
-                try:
-                    hand(batch)
-                except Exception as error:
-                    q.record_failed_delivery(uow.session, seqs, outbox=outbox)
-                    uow.commit()
-                    raise DeliveryFailed(f"the host failed to take {len(seqs)} {outbox.__tablename__}: {error!r}") from error
-                q.mark_events_delivered(uow.session, seqs, now=now, outbox=outbox)
-                uow.commit()
-                handed += len(seqs)
-                looked_again = False
-                continue
-        if looked_again:
-            return handed
-        with uow:  # the lock is let go: look once more
-            if not q.has_undelivered(uow.session, workspace_id, outbox=outbox):
+            if not batch:
                 return handed
-        looked_again = True
+            seqs = [row.seq for row in batch]
+            try:
+                hand(batch)
+            except Exception as error:
+                q.record_failed_delivery(uow.session, seqs, outbox=outbox)
+                uow.commit()
+                raise DeliveryFailed(f"the host failed to take {len(seqs)} {outbox.__tablename__}: {error!r}") from error
+            q.mark_events_delivered(uow.session, seqs, now=now, outbox=outbox)
+            uow.commit()
+            handed += len(seqs)

@@ -59,6 +59,7 @@ from contact_segments.storage.queries import (
     list_events,
     list_segments,
     load_contact_views,
+    lock_delivery,
     mark_events_delivered,
     member_counts,
     memberships_of,
@@ -69,7 +70,6 @@ from contact_segments.storage.queries import (
     seeded_defaults,
     segment_name_taken,
     tombstone_versions,
-    try_lock_delivery,
     upsert_contacts,
     workspaces_with_undelivered_events,
 )
@@ -129,6 +129,7 @@ __all__ = [
     "list_events",
     "list_segments",
     "load_contact_views",
+    "lock_delivery",
     "make_engine",
     "make_session_factory",
     "mark_events_delivered",
@@ -144,7 +145,6 @@ __all__ = [
     "segment_name_key",
     "segment_name_taken",
     "tombstone_versions",
-    "try_lock_delivery",
     "upsert_contacts",
     "workspaces_with_undelivered_events",
 ]

@@ -42,7 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import cast as cast_
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from contact_segments.storage.ids import new_uuid7
@@ -617,17 +617,44 @@ def append_events(session: Session, events: Iterable[NewEvent]) -> list[str]:
     return [row["event_id"] for row in rows]
 
 
-def try_lock_delivery(session: Session, workspace_id: str) -> bool:
-    """Try to become the workspace's one deliverer until the transaction ends; return whether so.
+def lock_delivery(session: Session, workspace_id: str, *, wait: float) -> bool:
+    """Become the workspace's one deliverer until the transaction ends, waiting up to ``wait``
+    seconds for the deliverer before; return whether so.
 
-    One deliverer per workspace keeps each contact's events in order across workers. On
-    PostgreSQL this is a transaction-level advisory lock, which does not wait; on SQLite the
+    One deliverer per workspace keeps each contact's events in order across workers.  Waiting,
+    rather than leaving when the lock is taken, is what makes sure that rows committed before
+    the call are delivered: once the lock is granted, the next statement sees them, whereas the
+    deliverer before may have fetched before they were there.  On PostgreSQL this is a
+    transaction-level advisory lock, waited for under a local ``lock_timeout`` in a savepoint
+    (a timeout leaves the transaction usable, and the setting as it was); on SQLite the
     transaction already excludes every other writer, so it is always True.
     """
     if _dialect(session) != "postgresql":
         return True
-    lock = func.pg_try_advisory_xact_lock(_DELIVERY_LOCK_CLASS, func.hashtext(workspace_id))
-    return bool(session.scalar(select(lock)))
+    key = (_DELIVERY_LOCK_CLASS, func.hashtext(workspace_id))
+    if session.scalar(select(func.pg_try_advisory_xact_lock(*key))):
+        return True
+    before = session.scalar(select(func.current_setting("lock_timeout")))
+    session.execute(select(func.set_config("lock_timeout", f"{max(1, round(wait * 1000))}ms", True)))
+    try:
+        with session.begin_nested():
+            session.execute(select(func.pg_advisory_xact_lock(*key)))
+    except OperationalError as error:
+        if _sqlstate(error) != LOCK_NOT_AVAILABLE:
+            raise
+        return False
+    finally:
+        session.execute(select(func.set_config("lock_timeout", before, True)))
+    return True
+
+
+LOCK_NOT_AVAILABLE = "55P03"
+"""PostgreSQL's SQLSTATE for a lock not granted within ``lock_timeout``."""
+
+
+def _sqlstate(error: DBAPIError) -> str | None:
+    """The SQLSTATE of a driver's error (psycopg 3 names it ``sqlstate``, psycopg2 ``pgcode``)."""
+    return getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
 
 
 Outbox = type[MembershipEvent] | type[SegmentChange]
@@ -642,7 +669,7 @@ def fetch_undelivered_events(
 
     On PostgreSQL the rows stay locked until the transaction ends, and rows another transaction has
     locked are skipped, so concurrent deliverers take disjoint batches. (To keep each contact's
-    events in order, deliver one workspace in one place at a time: :func:`try_lock_delivery`.)
+    events in order, deliver one workspace in one place at a time: :func:`lock_delivery`.)
     """
     statement = (
         select(outbox)
@@ -668,13 +695,6 @@ def delete_workspace_rows(session: Session, workspace_id: str) -> None:
     for table in (_segment_changes, _tombstones, _pending):
         session.execute(delete(table).where(table.c.workspace_id == workspace_id))
     session.execute(delete(_workspaces).where(_workspaces.c.id == workspace_id))
-
-
-def has_undelivered(session: Session, workspace_id: str, *, outbox: Outbox = MembershipEvent) -> bool:
-    """Whether the workspace has undelivered rows in the ``outbox``, locked or not (a look at
-    the undelivered index)."""
-    waiting = select(outbox.seq).where(outbox.workspace_id == workspace_id, outbox.delivered_at.is_(None))
-    return bool(session.scalar(select(exists(waiting))))
 
 
 def workspaces_with_undelivered_events(session: Session) -> list[str]:

@@ -12,6 +12,7 @@ import dataclasses
 import multiprocessing
 import random
 import threading
+import time
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -26,6 +27,7 @@ from contact_segments.plugin import create_plugin_manager, hookimpl
 from contact_segments.rules import apply
 from contact_segments.rules.catalog import STRING_FIELDS, TIMESTAMP_FIELDS
 from contact_segments.service import (
+    DeliveryBusy,
     DeliveryFailed,
     DuplicateName,
     EvaluatePending,
@@ -69,6 +71,7 @@ from contact_segments.storage import (
     Segment,
     SegmentChange,
     Workspace,
+    lock_delivery,
     make_engine,
     make_session_factory,
 )
@@ -547,68 +550,69 @@ def test_segment_notifications_reach_the_host_once_in_order_even_after_it_failed
 
 @POSTGRESQL_ONLY
 @pytest.mark.parametrize("outbox", ["events", "notifications"])
-def test_what_is_written_while_a_deliverer_finishes_is_delivered_by_it(
+def test_a_delivery_that_finds_another_running_waits_and_delivers_what_it_came_for(
     db_url: str, uow: UnitOfWork, ws: str, outbox: str
 ) -> None:
-    """A delivery that finds another deliverer holding the workspace's lock leaves at once.  So
-    the deliverer holding it looks again after letting go: rows committed after its last fetch
-    are delivered now, not at the beat's next recovery (up to 30 s later)."""
+    """One deliverer per workspace: a delivery sent for new rows finds another one holding the
+    lock, which fetched before the rows were committed.  It waits for that one to finish and
+    delivers them, events or notifications alike, instead of leaving them to the beat's next
+    recovery."""
     deliver_events(uow, ws, lambda batch: None, notify=lambda *change: None, now=NOW)  # the defaults'
     holder_engine = make_engine(db_url)
-    holder = UnitOfWork(make_session_factory(holder_engine))
-    table = "membership_events" if outbox == "events" else "segment_changes"
-    fetches: list[str] = []
+    second_engine = make_engine(db_url, connect_args={"application_name": "second-deliverer"})
+    second = UnitOfWork(make_session_factory(second_engine))
+    told: list[Any] = []
+    second_done: list[int] = []
+    waiting: list[int] = []
+
+    def deliver_too() -> None:
+        second_done.append(deliver_events(second, ws, told.extend, notify=lambda *c: told.append(c), now=NOW))
 
     def meanwhile(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if f"FROM {table}" in statement and "FOR UPDATE" in statement and not fetches:
-            fetches.append(statement)  # the holder's first fetch has run, and found nothing
+        if "FROM membership_events" in statement and "FOR UPDATE" in statement and not waiting:
+            # The holder has fetched its events, and found none: now the rows come.
             if outbox == "events":
                 upsert_contacts(uow, ws, [snapshot("late", country="MY")], now=NOW)
             else:
                 create_segment(uow, ws, name="Late", rule=RuleInput(rule=VIP), now=NOW)
-            told: list[Any] = []  # this change's own delivery finds the lock taken
-            assert deliver_events(uow, ws, told.extend, notify=lambda *c: told.append(c), now=NOW) == 0
-            assert told == []
+            threading.Thread(target=deliver_too, daemon=True).start()
+            waiting.append(waiting_on_locks(holder_engine, "second-deliverer"))
 
     event.listen(holder_engine, "after_cursor_execute", meanwhile)
-    delivered: list[Any] = []
+    held: list[Any] = []
     try:
-        if outbox == "events":
-            assert deliver_events(holder, ws, delivered.extend, now=NOW) == len(delivered)
-        else:
-            deliver_events(holder, ws, None, notify=lambda *change: delivered.append(change), now=NOW)
+        deliver_events(UnitOfWork(make_session_factory(holder_engine)), ws, held.extend, notify=lambda *c: held.append(c), now=NOW)
+        assert waiting == [1] and held == []
+        deadline = time.monotonic() + 30
+        while not second_done and time.monotonic() < deadline:
+            time.sleep(0.01)
     finally:
         holder_engine.dispose()
-    assert fetches
+        second_engine.dispose()
     if outbox == "events":
-        assert delivered and {e.contact_id for e in delivered} == {"late"}
+        assert second_done[0] == len(told) > 0 and {e.contact_id for e in told} == {"late"}
     else:
-        assert [change[2] for change in delivered] == ["created"]
+        assert [c[2] for c in told if isinstance(c, tuple)] == ["created"]
 
 
 @POSTGRESQL_ONLY
-def test_a_deliverer_leaves_events_another_transaction_holds_instead_of_waiting_for_them(
-    engine: Engine, uow: UnitOfWork, ws: str
+def test_a_delivery_kept_waiting_too_long_leaves_everything_for_a_retry(
+    session_factory: sessionmaker[Session], uow: UnitOfWork, ws: str
 ) -> None:
-    """Undelivered events that the fetch cannot take (another transaction holds them: here, as a
-    deletion of their segment would) are left to that transaction: the look after letting go of
-    the lock sees them, the fetch again does not, and the deliverer returns instead of spinning."""
-    deliver_events(uow, ws, lambda batch: None, now=NOW)
-    upsert_contacts(uow, ws, [snapshot("held", country="MY")], now=NOW)
-    with engine.connect() as other, other.begin():
-        held = other.scalars(
-            select(MembershipEvent.seq).where(MembershipEvent.delivered_at.is_(None)).with_for_update()
-        ).all()
-        assert held
-        outcome: list[Any] = []
-        delivering = threading.Thread(
-            target=lambda: outcome.append(deliver_events(uow, ws, lambda batch: outcome.append(batch), now=NOW))
-        )
-        delivering.start()
-        delivering.join(timeout=30)
-        assert not delivering.is_alive(), "the deliverer kept looking at events it cannot take"
-    assert outcome == [0]
-    assert deliver_events(uow, ws, lambda batch: None, now=NOW) == len(held)  # theirs once they let go
+    """A deliverer that holds the lock longer than the wait (a slow host): the delivery raises
+    :class:`DeliveryBusy`, which the task retries, having delivered nothing; once the lock is
+    free, the retry delivers."""
+    upsert_contacts(uow, ws, [snapshot("waiting", country="MY")], now=NOW)
+    with session_factory() as holder:
+        assert lock_delivery(holder, ws, wait=0)
+        told: list[Any] = []
+        with pytest.raises(DeliveryBusy, match="held workspace 'ws-1'"):
+            deliver_events(uow, ws, told.extend, notify=lambda *c: told.append(c), now=NOW, lock_wait=0.2)
+        assert told == []
+        holder.rollback()
+    assert deliver_events(uow, ws, told.extend, notify=lambda *c: told.append(c), now=NOW) > 0
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).where(MembershipEvent.delivered_at.is_(None))) == 0
 
 
 def test_a_host_hook_that_leaves_out_the_change_id_still_hears_of_segment_changes(db_url: str) -> None:

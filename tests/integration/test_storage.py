@@ -47,6 +47,7 @@ from contact_segments.storage import (
     link_default_segment,
     list_events,
     load_contact_views,
+    lock_delivery,
     make_engine,
     make_session_factory,
     mark_events_delivered,
@@ -63,7 +64,6 @@ from contact_segments.storage import (
     segment_name_taken,
     setwise,
     tombstone_versions,
-    try_lock_delivery,
     upsert_contacts,
     workspaces_with_undelivered_events,
 )
@@ -855,9 +855,19 @@ def test_a_tick_window_reads_the_segments_after_the_watermark(session_factory: s
 @POSTGRESQL_ONLY  # on SQLite the transaction itself excludes other deliverers
 def test_one_deliverer_per_workspace(session_factory: sessionmaker[Session]) -> None:
     with session_factory() as first, session_factory() as second:
-        assert try_lock_delivery(first, WS)
-        assert try_lock_delivery(first, WS)  # re-entrant within its transaction
-        assert not try_lock_delivery(second, WS)
-        assert try_lock_delivery(second, "ws-2")
+        assert lock_delivery(first, WS, wait=0)
+        assert lock_delivery(first, WS, wait=0)  # re-entrant within its transaction
+        timeout = second.scalar(text("SHOW lock_timeout"))
+        assert not lock_delivery(second, WS, wait=0.05)  # waited, in vain
+        assert second.scalar(text("SHOW lock_timeout")) == timeout  # as it was
+        assert lock_delivery(second, "ws-2", wait=0)  # the transaction goes on
         first.rollback()  # the lock ends with the transaction
-        assert try_lock_delivery(second, WS)
+        assert lock_delivery(second, WS, wait=0)
+
+
+@POSTGRESQL_ONLY
+def test_a_deliverer_waits_for_the_one_before(session_factory: sessionmaker[Session]) -> None:
+    with session_factory() as first, session_factory() as second:
+        assert lock_delivery(first, WS, wait=0)
+        threading.Timer(0.1, first.rollback).start()
+        assert lock_delivery(second, WS, wait=30)
