@@ -16,7 +16,7 @@ from .contacts import (
 )
 from .defaults import default_registry, seed_defaults
 from .errors import DuplicateName, InvalidInput, LimitReached, NotFound, SegmentsError
-from .events import DeliveryBusy, DeliveryFailed, EventView, deliver_events, list_events
+from .events import DeliveryFailed, EventView, deliver_events, list_events
 from .explain import explain
 from .handlers import InlineDispatcher, handle_deliver, handle_evaluate, handle_rebuild
 from .segments import (
@@ -65,7 +65,6 @@ __all__ = [
     "Dispatcher",
     "DuplicateName",
     "EvaluatePending",
-    "DeliveryBusy",
     "DeliveryFailed",
     "EventView",
     "InlineDispatcher",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 from ..storage import MembershipEvent, SegmentChange
@@ -76,15 +77,6 @@ class DeliveryFailed(Exception):
     """The host's hook raised while receiving events; they stay in the outbox for a retry."""
 
 
-class DeliveryBusy(Exception):
-    """Another deliverer held the workspace's outbox for longer than the wait (a slow host);
-    what this delivery came for stays in the outbox, for a retry."""
-
-
-DELIVERY_LOCK_WAIT = 10.0
-"""Seconds a delivery waits for the workspace's deliverer before it (see :func:`deliver_events`)."""
-
-
 def deliver_events(
     uow: UnitOfWork,
     workspace_id: str,
@@ -93,69 +85,87 @@ def deliver_events(
     notify: Notify | None = None,
     now: float,
     limit: int = DELIVERY_BATCH,
-    lock_wait: float = DELIVERY_LOCK_WAIT,
 ) -> int:
-    """Hand the workspace's undelivered segment notifications to ``notify``, one by one, then
-    its undelivered events to ``deliver``, in batches; return how many events went.
+    """Hand the workspace's undelivered segment notifications to ``notify``, one by one, and its
+    undelivered events to ``deliver``, in batches; return how many events went.
 
     Either may be None: what it would take stays in its outbox (``segments events`` shows the
     events).  One deliverer per workspace at a time (a database lock), so order holds across
-    workers: a segment's "created" reaches the host before its "built" event, each contact's
-    events in order.  A delivery that finds the lock taken waits for it, so what was written
-    before it was sent is delivered now: the deliverer before may have looked before that was
-    committed.  If it waits longer than ``lock_wait`` seconds, :class:`DeliveryBusy`
-    propagates for the caller to retry.  If the host raises, what it was handed is counted as
-    attempted, stays undelivered, and :class:`DeliveryFailed` propagates for the caller to retry.
+    workers: each contact's events in order, and notifications before the events that follow
+    them (a segment's "created" before its "built"; see :func:`_deliver_batch`).
+
+    A delivery that finds the lock taken does not wait: the deliverer holding it may have
+    fetched before the rows this one came for were committed, so it leaves that deliverer a
+    request and tries the lock once more (:func:`queries.request_delivery`).  Whoever holds the
+    lock, once it has delivered everything and let go, takes the request and delivers again.
+    Nothing is left for the beat's recovery, and no worker waits on another's host (a host's
+    hook that saves a contact through the engine, inline, delivers it that way too).
+
+    If the host raises, what it was handed is counted as attempted, stays undelivered, and
+    :class:`DeliveryFailed` propagates for the caller to retry.
     """
-    if notify is not None:
-        _drain(
-            uow, workspace_id, SegmentChange, lambda changes: _notify_each(notify, workspace_id, changes),
-            now=now, limit=limit, lock_wait=lock_wait,
-        )  # fmt: skip
-    if deliver is None:
-        return 0
-    return _drain(
-        uow, workspace_id, MembershipEvent, lambda events: deliver([EventView.of(event) for event in events]),
-        now=now, limit=limit, lock_wait=lock_wait,
-    )  # fmt: skip
+    handed = 0
+    requested = False
+    while True:
+        with uow:
+            if not q.try_lock_delivery(uow.session, workspace_id):
+                if requested:
+                    return handed  # the holder takes the request once it lets go
+                q.request_delivery(uow.session, workspace_id)
+                uow.commit()
+                requested = True
+                continue  # the holder may have let go before the request was there
+            went = _deliver_batch(uow, workspace_id, deliver, notify, now=now, limit=limit)
+            if went is not None:
+                handed += went
+                continue
+        # Everything delivered, and the lock let go: a delivery that found it taken meanwhile
+        # left a request.
+        with uow:
+            again = q.take_delivery_request(uow.session, workspace_id)
+            uow.commit()
+        if not again:
+            return handed
+        requested = False
+
+
+def _deliver_batch(
+    uow: UnitOfWork, workspace_id: str, deliver: Deliver | None, notify: Notify | None, *, now: float, limit: int
+) -> int | None:
+    """In the caller's transaction, which holds the delivery lock: hand the host one batch of
+    notifications, or else of events, mark it delivered and commit; return how many events
+    went, or None if there was nothing to hand.
+
+    The notifications are fetched after the events: one committed before an event that the
+    fetch found (a segment's "created" before its first build's "built") is then seen, and goes
+    first.  If the host raises, the batch's failed attempt is counted and :class:`DeliveryFailed`
+    raised."""
+    session = uow.session
+    events = q.fetch_undelivered_events(session, workspace_id, limit=limit) if deliver is not None else []
+    changes = q.fetch_undelivered_events(session, workspace_id, limit=limit, outbox=SegmentChange) if notify is not None else []
+    outbox: q.Outbox
+    hand: Callable[[], None]
+    if notify is not None and changes:
+        outbox, rows = SegmentChange, changes
+        hand = partial(_notify_each, notify, workspace_id, changes)
+    elif deliver is not None and events:
+        outbox, rows = MembershipEvent, events
+        hand = partial(deliver, [EventView.of(event) for event in events])
+    else:
+        return None
+    seqs = [row.seq for row in rows]
+    try:
+        hand()
+    except Exception as error:
+        q.record_failed_delivery(session, seqs, outbox=outbox)
+        uow.commit()
+        raise DeliveryFailed(f"the host failed to take {len(seqs)} {outbox.__tablename__}: {error!r}") from error
+    q.mark_events_delivered(session, seqs, now=now, outbox=outbox)
+    uow.commit()
+    return len(seqs) if outbox is MembershipEvent else 0
 
 
 def _notify_each(notify: Notify, workspace_id: str, changes: Sequence[SegmentChange]) -> None:
     for change in changes:
         segment = {"id": change.segment_id, "name": change.name, "rule_version": change.rule_version}
         notify(workspace_id, segment, change.change, change.change_id)
-
-
-def _drain(
-    uow: UnitOfWork,
-    workspace_id: str,
-    outbox: q.Outbox,
-    hand: Callable[[Sequence[Any]], None],
-    *,
-    now: float,
-    limit: int,
-    lock_wait: float,
-) -> int:
-    """Hand the workspace's undelivered rows of ``outbox`` to the host, batch by batch, each in
-    a transaction holding the workspace's delivery lock; return how many went.  A batch the
-    host took is marked delivered; if the host raises, the batch's failed attempt is counted
-    and :class:`DeliveryFailed` raised.  Each batch waits for the deliverer before it
-    (:func:`queries.lock_delivery`), up to ``lock_wait`` seconds, else :class:`DeliveryBusy`."""
-    handed = 0
-    while True:
-        with uow:
-            if not q.lock_delivery(uow.session, workspace_id, wait=lock_wait):
-                raise DeliveryBusy(f"another deliverer held workspace {workspace_id!r}'s outbox for over {lock_wait} s")
-            batch = q.fetch_undelivered_events(uow.session, workspace_id, limit=limit, outbox=outbox)
-            if not batch:
-                return handed
-            seqs = [row.seq for row in batch]
-            try:
-                hand(batch)
-            except Exception as error:
-                q.record_failed_delivery(uow.session, seqs, outbox=outbox)
-                uow.commit()
-                raise DeliveryFailed(f"the host failed to take {len(seqs)} {outbox.__tablename__}: {error!r}") from error
-            q.mark_events_delivered(uow.session, seqs, now=now, outbox=outbox)
-            uow.commit()
-            handed += len(seqs)

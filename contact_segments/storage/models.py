@@ -231,6 +231,16 @@ class PendingChange(Base):
     mask: Mapped[int] = mapped_column(BigInteger)
 
 
+class DeliveryRequest(Base):
+    """A workspace whose outboxes a delivery came for while another deliverer held them: that
+    deliverer, once it lets go, takes the request and delivers again (see
+    :func:`~.queries.request_delivery`).  No foreign key, like the outboxes."""
+
+    __tablename__ = "delivery_requests"
+
+    workspace_id: Mapped[str] = mapped_column(Text, primary_key=True)
+
+
 class Segment(Base):
     __tablename__ = "segments"
     __table_args__ = (

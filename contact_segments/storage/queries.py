@@ -42,7 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import cast as cast_
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from contact_segments.storage.ids import new_uuid7
@@ -54,6 +54,7 @@ from contact_segments.storage.models import (
     Contact,
     ContactTombstone,
     DefaultRegistryEntry,
+    DeliveryRequest,
     Membership,
     MembershipEvent,
     PendingChange,
@@ -76,6 +77,7 @@ _events = cast(Table, MembershipEvent.__table__)
 _segment_changes = cast(Table, SegmentChange.__table__)
 _tombstones = cast(Table, ContactTombstone.__table__)
 _pending = cast(Table, PendingChange.__table__)
+_requests = cast(Table, DeliveryRequest.__table__)
 _registry = cast(Table, DefaultRegistryEntry.__table__)
 
 _DELIVERY_LOCK_CLASS = 0x5E6
@@ -617,44 +619,34 @@ def append_events(session: Session, events: Iterable[NewEvent]) -> list[str]:
     return [row["event_id"] for row in rows]
 
 
-def lock_delivery(session: Session, workspace_id: str, *, wait: float) -> bool:
-    """Become the workspace's one deliverer until the transaction ends, waiting up to ``wait``
-    seconds for the deliverer before; return whether so.
+def try_lock_delivery(session: Session, workspace_id: str) -> bool:
+    """Try to become the workspace's one deliverer until the transaction ends; return whether so.
 
-    One deliverer per workspace keeps each contact's events in order across workers.  Waiting,
-    rather than leaving when the lock is taken, is what makes sure that rows committed before
-    the call are delivered: once the lock is granted, the next statement sees them, whereas the
-    deliverer before may have fetched before they were there.  On PostgreSQL this is a
-    transaction-level advisory lock, waited for under a local ``lock_timeout`` in a savepoint
-    (a timeout leaves the transaction usable, and the setting as it was); on SQLite the
+    One deliverer per workspace keeps each contact's events in order across workers. On
+    PostgreSQL this is a transaction-level advisory lock, which does not wait; on SQLite the
     transaction already excludes every other writer, so it is always True.
     """
     if _dialect(session) != "postgresql":
         return True
-    key = (_DELIVERY_LOCK_CLASS, func.hashtext(workspace_id))
-    if session.scalar(select(func.pg_try_advisory_xact_lock(*key))):
-        return True
-    before = session.scalar(select(func.current_setting("lock_timeout")))
-    session.execute(select(func.set_config("lock_timeout", f"{max(1, round(wait * 1000))}ms", True)))
-    try:
-        with session.begin_nested():
-            session.execute(select(func.pg_advisory_xact_lock(*key)))
-    except OperationalError as error:
-        if _sqlstate(error) != LOCK_NOT_AVAILABLE:
-            raise
+    lock = func.pg_try_advisory_xact_lock(_DELIVERY_LOCK_CLASS, func.hashtext(workspace_id))
+    return bool(session.scalar(select(lock)))
+
+
+def request_delivery(session: Session, workspace_id: str) -> None:
+    """Ask whoever holds the workspace's delivery lock (:func:`try_lock_delivery`) to deliver
+    again once it lets go: what it last fetched may predate the rows this delivery came for.
+    Commit the request before trying the lock again; the holder takes it after letting go
+    (:func:`take_delivery_request`), so one of the two sees the rows."""
+    session.execute(insert_for(session, _requests).values(workspace_id=workspace_id).on_conflict_do_nothing())
+
+
+def take_delivery_request(session: Session, workspace_id: str) -> bool:
+    """Take (delete) the workspace's delivery request; return whether there was one.  On SQLite
+    no delivery finds the lock taken, so none is ever made: False, without a write."""
+    if _dialect(session) != "postgresql":
         return False
-    finally:
-        session.execute(select(func.set_config("lock_timeout", before, True)))
-    return True
-
-
-LOCK_NOT_AVAILABLE = "55P03"
-"""PostgreSQL's SQLSTATE for a lock not granted within ``lock_timeout``."""
-
-
-def _sqlstate(error: DBAPIError) -> str | None:
-    """The SQLSTATE of a driver's error (psycopg 3 names it ``sqlstate``, psycopg2 ``pgcode``)."""
-    return getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+    taken = session.execute(delete(_requests).where(_requests.c.workspace_id == workspace_id).returning(_requests.c.workspace_id))
+    return taken.first() is not None
 
 
 Outbox = type[MembershipEvent] | type[SegmentChange]
@@ -669,7 +661,7 @@ def fetch_undelivered_events(
 
     On PostgreSQL the rows stay locked until the transaction ends, and rows another transaction has
     locked are skipped, so concurrent deliverers take disjoint batches. (To keep each contact's
-    events in order, deliver one workspace in one place at a time: :func:`lock_delivery`.)
+    events in order, deliver one workspace in one place at a time: :func:`try_lock_delivery`.)
     """
     statement = (
         select(outbox)
@@ -691,8 +683,8 @@ def append_segment_change(session: Session, change: Mapping[str, Any]) -> None:
 def delete_workspace_rows(session: Session, workspace_id: str) -> None:
     """Delete the workspace and everything in it: its row takes contacts, segments, memberships
     and events with it (foreign keys, ``ON DELETE CASCADE``); its segment notifications, contact
-    tombstones and pending changes, which have no foreign key, go explicitly."""
-    for table in (_segment_changes, _tombstones, _pending):
+    tombstones, pending changes and delivery request, which have no foreign key, go explicitly."""
+    for table in (_segment_changes, _tombstones, _pending, _requests):
         session.execute(delete(table).where(table.c.workspace_id == workspace_id))
     session.execute(delete(_workspaces).where(_workspaces.c.id == workspace_id))
 

@@ -23,7 +23,7 @@ from ..service.commands import (
     EvaluatePending,
     RebuildSegment,
 )
-from ..service.events import DeliveryBusy, DeliveryFailed
+from ..service.events import DeliveryFailed
 from ..service.handlers import (
     handle_create_workspace,
     handle_delete_contact,
@@ -82,7 +82,7 @@ def register_tasks(app: Celery) -> None:
     def tick(self, workspace_id: str, now: float) -> None:
         service.tick(runtime.uow(), workspace_id, now=now)
 
-    @app.task(name="segments.deliver_events", **(RETRYING | {"autoretry_for": (*TRANSIENT_ERRORS, DeliveryBusy, DeliveryFailed)}))
+    @app.task(name="segments.deliver_events", **(RETRYING | {"autoretry_for": (*TRANSIENT_ERRORS, DeliveryFailed)}))
     def deliver_events(self, workspace_id: str) -> None:
         runtime.dispatcher.coalescer.release("deliver", workspace_id)
         command = DeliverEvents(workspace_id)

@@ -12,7 +12,6 @@ import dataclasses
 import multiprocessing
 import random
 import threading
-import time
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -27,10 +26,10 @@ from contact_segments.plugin import create_plugin_manager, hookimpl
 from contact_segments.rules import apply
 from contact_segments.rules.catalog import STRING_FIELDS, TIMESTAMP_FIELDS
 from contact_segments.service import (
-    DeliveryBusy,
     DeliveryFailed,
     DuplicateName,
     EvaluatePending,
+    EventView,
     InlineDispatcher,
     InvalidInput,
     LimitReached,
@@ -65,15 +64,17 @@ from contact_segments.storage import (
     TRACKED_FIELDS,
     Contact,
     DefaultRegistryEntry,
+    DeliveryRequest,
     Membership,
     MembershipEvent,
     PendingChange,
     Segment,
     SegmentChange,
     Workspace,
-    lock_delivery,
     make_engine,
     make_session_factory,
+    request_delivery,
+    take_delivery_request,
 )
 from tests.support.locks import waiting_on_locks
 
@@ -549,70 +550,104 @@ def test_segment_notifications_reach_the_host_once_in_order_even_after_it_failed
 
 
 @POSTGRESQL_ONLY
-@pytest.mark.parametrize("outbox", ["events", "notifications"])
-def test_a_delivery_that_finds_another_running_waits_and_delivers_what_it_came_for(
-    db_url: str, uow: UnitOfWork, ws: str, outbox: str
+@pytest.mark.parametrize("written", ["events", "notification"])
+def test_a_delivery_that_finds_another_running_leaves_it_a_request(
+    db_url: str, uow: UnitOfWork, ws: str, written: str
 ) -> None:
     """One deliverer per workspace: a delivery sent for new rows finds another one holding the
-    lock, which fetched before the rows were committed.  It waits for that one to finish and
-    delivers them, events or notifications alike, instead of leaving them to the beat's next
-    recovery."""
+    lock, which fetched both outboxes before the rows were committed.  It returns at once,
+    having left a request; the one holding the lock takes it when it lets go and delivers the
+    rows, instead of leaving them to the beat's next recovery."""
     deliver_events(uow, ws, lambda batch: None, notify=lambda *change: None, now=NOW)  # the defaults'
-    holder_engine = make_engine(db_url)
-    second_engine = make_engine(db_url, connect_args={"application_name": "second-deliverer"})
+    holder_engine, second_engine = make_engine(db_url), make_engine(db_url)
     second = UnitOfWork(make_session_factory(second_engine))
-    told: list[Any] = []
-    second_done: list[int] = []
-    waiting: list[int] = []
-
-    def deliver_too() -> None:
-        second_done.append(deliver_events(second, ws, told.extend, notify=lambda *c: told.append(c), now=NOW))
+    came: list[int] = []
+    fetched: list[str] = []
 
     def meanwhile(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "FROM membership_events" in statement and "FOR UPDATE" in statement and not waiting:
-            # The holder has fetched its events, and found none: now the rows come.
-            if outbox == "events":
+        if "FOR UPDATE" not in statement or came:
+            return
+        fetched.extend(table for table in ("membership_events", "segment_changes") if f"FROM {table}" in statement)
+        # The rows come once the holder has fetched the outbox they go to, and found nothing:
+        # events after its fetch of events; a notification after its fetch of notifications,
+        # which follows one of events.
+        wanted = ["membership_events"] if written == "events" else ["membership_events", "segment_changes"]
+        if fetched[-len(wanted) :] == wanted:
+            if written == "events":
                 upsert_contacts(uow, ws, [snapshot("late", country="MY")], now=NOW)
             else:
                 create_segment(uow, ws, name="Late", rule=RuleInput(rule=VIP), now=NOW)
-            threading.Thread(target=deliver_too, daemon=True).start()
-            waiting.append(waiting_on_locks(holder_engine, "second-deliverer"))
+            told: list[Any] = []
+            came.append(deliver_events(second, ws, told.extend, notify=lambda *c: told.append(c), now=NOW))
+            assert told == []
 
     event.listen(holder_engine, "after_cursor_execute", meanwhile)
-    held: list[Any] = []
+    heard: list[Any] = []
     try:
-        deliver_events(UnitOfWork(make_session_factory(holder_engine)), ws, held.extend, notify=lambda *c: held.append(c), now=NOW)
-        assert waiting == [1] and held == []
-        deadline = time.monotonic() + 30
-        while not second_done and time.monotonic() < deadline:
-            time.sleep(0.01)
+        handed = deliver_events(
+            UnitOfWork(make_session_factory(holder_engine)), ws, heard.extend, notify=lambda *c: heard.append(c), now=NOW
+        )
+        with second.session_factory() as session:
+            assert not take_delivery_request(session, ws)  # taken
     finally:
         holder_engine.dispose()
         second_engine.dispose()
-    if outbox == "events":
-        assert second_done[0] == len(told) > 0 and {e.contact_id for e in told} == {"late"}
+    assert came == [0]
+    if written == "events":
+        assert handed == len(heard) > 0 and {e.contact_id for e in heard} == {"late"}
     else:
-        assert [c[2] for c in told if isinstance(c, tuple)] == ["created"]
+        assert [item[2] if isinstance(item, tuple) else item.kind for item in heard] == ["created", "built"]
 
 
 @POSTGRESQL_ONLY
-def test_a_delivery_kept_waiting_too_long_leaves_everything_for_a_retry(
-    session_factory: sessionmaker[Session], uow: UnitOfWork, ws: str
+def test_a_host_that_saves_a_contact_while_it_receives_events_gets_those_events_too(
+    session_factory: sessionmaker[Session], clock: Clock, ws: str
 ) -> None:
-    """A deliverer that holds the lock longer than the wait (a slow host): the delivery raises
-    :class:`DeliveryBusy`, which the task retries, having delivered nothing; once the lock is
-    free, the retry delivers."""
-    upsert_contacts(uow, ws, [snapshot("waiting", country="MY")], now=NOW)
-    with session_factory() as holder:
-        assert lock_delivery(holder, ws, wait=0)
-        told: list[Any] = []
-        with pytest.raises(DeliveryBusy, match="held workspace 'ws-1'"):
-            deliver_events(uow, ws, told.extend, notify=lambda *c: told.append(c), now=NOW, lock_wait=0.2)
-        assert told == []
-        holder.rollback()
-    assert deliver_events(uow, ws, told.extend, notify=lambda *c: told.append(c), now=NOW) > 0
+    """Inline, a host's hook that saves a contact through the engine runs a delivery while the
+    one calling the hook holds the lock: that delivery returns at once, and the one holding the
+    lock delivers the new events (a delivery that waited for the lock would wait for itself)."""
+    received: list[EventView] = []
+    echoed: list[str] = []
+
+    def deliver(batch: list[EventView]) -> None:
+        received.extend(batch)
+        if not echoed:
+            echoed.append("echo")
+            upsert_contacts(inline.fresh(), ws, [snapshot("echo", country="MY")], now=NOW)
+
+    inline = UnitOfWork(session_factory, InlineDispatcher(session_factory, clock=clock, deliver=deliver))
+    upsert_contacts(inline, ws, [snapshot("first", country="MY")], now=NOW)
+    assert echoed and {"first", "echo"} <= {e.contact_id for e in received}
     with session_factory() as session:
         assert session.scalar(select(func.count()).where(MembershipEvent.delivered_at.is_(None))) == 0
+
+
+@POSTGRESQL_ONLY
+def test_a_segment_created_during_a_delivery_is_announced_before_its_built_event(
+    db_url: str, uow: UnitOfWork, ws: str
+) -> None:
+    """A segment created and built while a delivery fetches its first batch, between its fetch
+    of one outbox and of the other: its "created" notification still reaches the host before
+    its "built" event."""
+    deliver_events(uow, ws, lambda batch: None, notify=lambda *change: None, now=NOW)  # the defaults'
+    deliverer_engine = make_engine(db_url)
+    created: list[str] = []
+
+    def meanwhile(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        fetch = "FOR UPDATE" in statement and ("FROM membership_events" in statement or "FROM segment_changes" in statement)
+        if fetch and not created:
+            created.append(create_segment(uow, ws, name="Meanwhile", rule=RuleInput(rule=VIP), now=NOW).name)  # built inline
+
+    event.listen(deliverer_engine, "after_cursor_execute", meanwhile)
+    heard: list[str] = []
+    try:
+        deliver_events(
+            UnitOfWork(make_session_factory(deliverer_engine)), ws,
+            lambda batch: heard.extend(e.kind for e in batch), notify=lambda *change: heard.append(change[2]), now=NOW,
+        )  # fmt: skip
+    finally:
+        deliverer_engine.dispose()
+    assert created and heard == ["created", "built"]
 
 
 def test_a_host_hook_that_leaves_out_the_change_id_still_hears_of_segment_changes(db_url: str) -> None:
@@ -642,6 +677,9 @@ def test_deleting_a_workspace_takes_everything_in_it_and_nothing_else(
         create_segment(uow, workspace_id, name="VIP", rule=RuleInput(rule=VIP), now=NOW)
     with session_factory() as session:  # everything below exists in both, undelivered
         assert {r[0] for r in session.execute(select(SegmentChange.workspace_id))} == {ws, "ws-2"}
+        for workspace_id in (ws, "ws-2"):
+            request_delivery(session, workspace_id)
+        session.commit()
     create_workspace(uow, "ws-3", now=NOW)
     delete_workspace(uow, "ws-3")
     kept = table_rows(session_factory)
@@ -649,10 +687,11 @@ def test_deleting_a_workspace_takes_everything_in_it_and_nothing_else(
     delete_workspace(uow, ws)
 
     with session_factory() as session:
-        for model in (Contact, Segment, Membership, MembershipEvent, SegmentChange, DefaultRegistryEntry):
+        for model in (Contact, Segment, Membership, MembershipEvent, SegmentChange, DefaultRegistryEntry, DeliveryRequest):
             assert session.scalar(select(func.count()).select_from(model).where(model.workspace_id == ws)) == 0, model
         assert session.get(Workspace, ws) is None
         assert session.scalar(select(func.count()).select_from(SegmentChange)) > 0  # ws-2's
+        assert session.get(DeliveryRequest, "ws-2") is not None
     with pytest.raises(NotFound):
         delete_workspace(uow, ws)
     delete_workspace(uow, ws, missing_ok=True)
