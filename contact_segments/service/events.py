@@ -94,16 +94,23 @@ def deliver_events(
     workers: each contact's events in order, and notifications before the events that follow
     them (a segment's "created" before its "built"; see :func:`_deliver_batch`).
 
-    A delivery that finds the lock taken does not wait: the deliverer holding it may have
-    fetched before the rows this one came for were committed, so it leaves that deliverer a
-    request and tries the lock once more (:func:`queries.request_delivery`).  Whoever holds the
-    lock, once it has delivered everything and let go, takes the request and delivers again.
-    Nothing is left for the beat's recovery, and no worker waits on another's host (a host's
-    hook that saves a contact through the engine, inline, delivers it that way too).
+    A delivery that finds the lock taken (PostgreSQL) does not wait: the deliverer holding it
+    may have fetched before the rows this one came for were committed, so it leaves that
+    deliverer a request and tries the lock once more (:func:`queries.request_delivery`).
+    Whoever holds the lock, once it has delivered everything and let go, takes the request and
+    delivers again.  So another delivery running leaves nothing for the beat's recovery, and no
+    worker waits on another's host; on PostgreSQL a host's hook that saves a contact through the
+    engine inline gets that contact's events from the delivery calling it.  (On SQLite such a
+    hook waits for the delivery's write lock: save after the hook returns.)  Every deliverer of
+    a workspace should carry the same hooks, since it takes requests for both outboxes; one with
+    neither hands nothing and takes nothing.
 
     If the host raises, what it was handed is counted as attempted, stays undelivered, and
-    :class:`DeliveryFailed` propagates for the caller to retry.
+    :class:`DeliveryFailed` propagates for the caller to retry (requests left meanwhile wait for
+    that retry, like the rows behind the failed batch).
     """
+    if deliver is None and notify is None:
+        return 0
     handed = 0
     requested = False
     while True:

@@ -234,7 +234,8 @@ class PendingChange(Base):
 class DeliveryRequest(Base):
     """A workspace whose outboxes a delivery came for while another deliverer held them: that
     deliverer, once it lets go, takes the request and delivers again (see
-    :func:`~.queries.request_delivery`).  No foreign key, like the outboxes."""
+    :func:`~.queries.request_delivery`).  No foreign key to ``workspaces``, like the outboxes'
+    ``workspace_id``: :func:`~.queries.delete_workspace_rows` removes it."""
 
     __tablename__ = "delivery_requests"
 

@@ -81,7 +81,7 @@ _requests = cast(Table, DeliveryRequest.__table__)
 _registry = cast(Table, DefaultRegistryEntry.__table__)
 
 _DELIVERY_LOCK_CLASS = 0x5E6
-"""The first key of the per-workspace delivery advisory locks (PostgreSQL)."""
+"""The seed of the hash of a workspace id that keys its delivery advisory lock (PostgreSQL)."""
 
 _T = TypeVar("_T")
 Insert = postgresql.Insert | sqlite.Insert
@@ -628,7 +628,9 @@ def try_lock_delivery(session: Session, workspace_id: str) -> bool:
     """
     if _dialect(session) != "postgresql":
         return True
-    lock = func.pg_try_advisory_xact_lock(_DELIVERY_LOCK_CLASS, func.hashtext(workspace_id))
+    # One 64-bit key per workspace: two workspaces sharing a key would share a deliverer, and the
+    # requests one leaves for the other (by workspace id) would never be taken.
+    lock = func.pg_try_advisory_xact_lock(func.hashtextextended(workspace_id, _DELIVERY_LOCK_CLASS))
     return bool(session.scalar(select(lock)))
 
 
@@ -656,19 +658,18 @@ Outbox = type[MembershipEvent] | type[SegmentChange]
 def fetch_undelivered_events(
     session: Session, workspace_id: str, *, limit: int = BATCH_SIZE, outbox: Outbox = MembershipEvent
 ) -> Sequence[Any]:
-    """The workspace's undelivered events (or rows of the ``outbox``), oldest first, locked for
-    delivery.
+    """The workspace's undelivered events (or rows of the ``outbox``), oldest first.
 
-    On PostgreSQL the rows stay locked until the transaction ends, and rows another transaction has
-    locked are skipped, so concurrent deliverers take disjoint batches. (To keep each contact's
-    events in order, deliver one workspace in one place at a time: :func:`try_lock_delivery`.)
+    Read without row locks: the one deliverer of a workspace holds :func:`try_lock_delivery`,
+    and row locks held while the host is called would make a hook that deletes a segment (whose
+    deletion takes its events) wait for the delivery calling it.  Marking the rows delivered
+    locks them, after the host returned; a row deleted meanwhile is simply not marked.
     """
     statement = (
         select(outbox)
         .where(outbox.workspace_id == workspace_id, outbox.delivered_at.is_(None))
         .order_by(outbox.seq)
         .limit(limit)
-        .with_for_update(skip_locked=True)
         .execution_options(populate_existing=True)  # fresh rows even if the session holds them
     )
     return session.scalars(statement).all()

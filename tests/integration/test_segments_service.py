@@ -549,6 +549,14 @@ def test_segment_notifications_reach_the_host_once_in_order_even_after_it_failed
     assert order[:2] == ["created", "built"] and other.id
 
 
+OUTBOXES = ("membership_events", "segment_changes")
+
+
+def outbox_fetch(statement: str, table: str) -> bool:
+    """Whether ``statement`` is a delivery's fetch of the undelivered rows of ``table``."""
+    return f"FROM {table}" in statement and f"ORDER BY {table}.seq" in statement and "delivered_at IS NULL" in statement
+
+
 @POSTGRESQL_ONLY
 @pytest.mark.parametrize("written", ["events", "notification"])
 def test_a_delivery_that_finds_another_running_leaves_it_a_request(
@@ -565,9 +573,9 @@ def test_a_delivery_that_finds_another_running_leaves_it_a_request(
     fetched: list[str] = []
 
     def meanwhile(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "FOR UPDATE" not in statement or came:
+        if came:
             return
-        fetched.extend(table for table in ("membership_events", "segment_changes") if f"FROM {table}" in statement)
+        fetched.extend(table for table in OUTBOXES if outbox_fetch(statement, table))
         # The rows come once the holder has fetched the outbox they go to, and found nothing:
         # events after its fetch of events; a notification after its fetch of notifications,
         # which follows one of events.
@@ -580,6 +588,8 @@ def test_a_delivery_that_finds_another_running_leaves_it_a_request(
             told: list[Any] = []
             came.append(deliver_events(second, ws, told.extend, notify=lambda *c: told.append(c), now=NOW))
             assert told == []
+            with second.session_factory() as session:  # what it left (the writes' own deliveries, hookless, none)
+                assert session.get(DeliveryRequest, ws) is not None
 
     event.listen(holder_engine, "after_cursor_execute", meanwhile)
     heard: list[Any] = []
@@ -623,6 +633,45 @@ def test_a_host_that_saves_a_contact_while_it_receives_events_gets_those_events_
 
 
 @POSTGRESQL_ONLY
+def test_a_delivery_without_hooks_leaves_requests_to_one_that_delivers(
+    session_factory: sessionmaker[Session], uow: UnitOfWork, ws: str
+) -> None:
+    """A delivery with neither hook (the CLI's, with no broker) hands nothing, so it must not take
+    a request left for a deliverer that hands what the request came for."""
+    with session_factory() as session:
+        request_delivery(session, ws)
+        session.commit()
+    assert deliver_events(uow, ws, None, now=NOW) == 0
+    with session_factory() as session:
+        assert take_delivery_request(session, ws)
+
+
+@POSTGRESQL_ONLY
+def test_a_host_that_deletes_a_segment_while_told_of_a_change_is_not_kept_waiting(
+    session_factory: sessionmaker[Session], uow: UnitOfWork, ws: str
+) -> None:
+    """A notification hook that deletes a segment with undelivered events: the deletion takes
+    the events, and the delivery calling the hook holds no lock on them (it would wait for
+    itself, with no timeout)."""
+    doomed = create_segment(uow, ws, name="Doomed", rule=RuleInput(rule=VIP), now=NOW)
+    upsert_contacts(uow, ws, [snapshot("someone", tags=["vip"])], now=NOW)  # an undelivered event of Doomed's
+    heard: list[str] = []
+
+    def notify(workspace_id: str, segment: dict[str, Any], change: str, change_id: str) -> None:
+        heard.append(change)
+        if segment["id"] == doomed.id and change == "created":
+            delete_segment(uow.fresh(), ws, doomed.id, now=NOW)
+
+    delivering = threading.Thread(target=lambda: deliver_events(uow, ws, lambda batch: None, notify=notify, now=NOW), daemon=True)
+    delivering.start()
+    delivering.join(timeout=30)
+    assert not delivering.is_alive(), "the hook's deletion waited for the delivery calling it"
+    assert heard[-2:] == ["created", "deleted"]
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).where(MembershipEvent.segment_id == doomed.id)) == 0
+
+
+@POSTGRESQL_ONLY
 def test_a_segment_created_during_a_delivery_is_announced_before_its_built_event(
     db_url: str, uow: UnitOfWork, ws: str
 ) -> None:
@@ -634,8 +683,7 @@ def test_a_segment_created_during_a_delivery_is_announced_before_its_built_event
     created: list[str] = []
 
     def meanwhile(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        fetch = "FOR UPDATE" in statement and ("FROM membership_events" in statement or "FROM segment_changes" in statement)
-        if fetch and not created:
+        if any(outbox_fetch(statement, table) for table in OUTBOXES) and not created:
             created.append(create_segment(uow, ws, name="Meanwhile", rule=RuleInput(rule=VIP), now=NOW).name)  # built inline
 
     event.listen(deliverer_engine, "after_cursor_execute", meanwhile)
