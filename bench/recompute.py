@@ -26,8 +26,8 @@ this times, through the service:
   Also for information, with the targeted figure, the same work hand-written: per batch of 1,000, the
   service's two share locks and then one statement that takes the pending rows, reads the
   contacts, compares them with the five predicates written by hand and writes the changed
-  memberships and their events; no Python between.  What PostgreSQL itself does the work at on
-  this machine, in one connection: the service's rate over it is what the engine costs.
+  memberships and their events; no Python between.  That is how fast PostgreSQL itself does the
+  work on this machine, in one connection: the service's rate over it is what the engine costs.
 
 What changes (``--mix``, the same for the incremental and the targeted figure): ``typical``
 (default): every changed contact gets a new incoming message, a third of them a tag added or
@@ -128,7 +128,7 @@ FLOOR_READS: dict[str, str] = {
 
 
 def ceiling_statement(segments: dict[str, tuple[int, int]]) -> Any:
-    """The hand-written targeted evaluation of one batch (see ``ceiling`` above): ``WITH taken
+    """The hand-written targeted evaluation of one batch (the ceiling, see above): ``WITH taken
     (the pending rows, deleted), verdict (each contact against each default whose field
     changed), exited (DELETE), entered (INSERT), events (INSERT)``, returning how many rows it
     took."""
